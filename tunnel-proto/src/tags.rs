@@ -50,7 +50,9 @@ fn check_key(k: &str) -> Result<(), String> {
 
 fn check_value(k: &str, v: &str) -> Result<(), String> {
     if v.len() > MAX_TAG_LEN {
-        return Err(format!("value of tag {k:?} is over {MAX_TAG_LEN} characters"));
+        return Err(format!(
+            "value of tag {k:?} is over {MAX_TAG_LEN} characters"
+        ));
     }
     if v.chars().any(|c| c.is_control() || c == ';' || c == '=') {
         return Err(format!(

@@ -21,6 +21,8 @@ use rustls::{
 };
 use sha2::{Digest, Sha256};
 
+pub use rustls::pki_types::CertificateDer as CertDer;
+
 /// ALPN protocol id of the NOVA tunnel.
 pub const ALPN: &[u8] = b"nova/1";
 
@@ -61,11 +63,14 @@ pub struct ServerIdentity {
 impl ServerIdentity {
     /// SHA-256 fingerprint of the end-entity certificate, as agents pin it.
     pub fn fingerprint(&self) -> String {
-        self.chain.first().map(|c| fingerprint(c)).unwrap_or_default()
+        self.chain
+            .first()
+            .map(|c| fingerprint(c))
+            .unwrap_or_default()
     }
 
-    /// Loads a chain and key from PEM files.
-    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+    /// Reads every certificate of a PEM file; at least one is required.
+    pub fn chain_from_pem_file(cert: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         let chain = CertificateDer::pem_file_iter(cert)
             .map_err(|e| pem_err(cert, e))?
             .collect::<Result<Vec<_>, _>>()
@@ -76,6 +81,12 @@ impl ServerIdentity {
                 what: "no certificate found".into(),
             });
         }
+        Ok(chain)
+    }
+
+    /// Loads a chain and key from PEM files.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let chain = Self::chain_from_pem_file(cert)?;
         let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e))?;
         Ok(Self { chain, key })
     }

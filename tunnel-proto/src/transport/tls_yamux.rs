@@ -138,7 +138,13 @@ where
     let (in_tx, in_rx) = mpsc::channel(INBOUND_BACKLOG);
     let closed = CancellationToken::new();
     let shutdown = CancellationToken::new();
-    tokio::spawn(drive(conn, open_rx, in_tx, closed.clone(), shutdown.clone()));
+    tokio::spawn(drive(
+        conn,
+        open_rx,
+        in_tx,
+        closed.clone(),
+        shutdown.clone(),
+    ));
     Tunnel {
         opener: Opener {
             tx: open_tx,

@@ -1,0 +1,63 @@
+//! NOVAC, the agent that runs inside a private network.
+//!
+//! - [`config`]: NOVAC_* variables and flags, validated at start.
+//! - [`tunnel`]: one tunnel per NOVAS (connect, register, heartbeat,
+//!   reconnect with backoff).
+//! - [`session`]: one session stream (allowlist, dial, splice).
+//! - [`allowlist`], [`backoff`]: the rules and delays those use.
+#![forbid(unsafe_code)]
+
+pub mod allowlist;
+pub mod backoff;
+pub mod config;
+pub mod session;
+pub mod tunnel;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tunnel_proto::{
+    tls,
+    transport::{tls_yamux::TlsYamuxConnector, Connector},
+};
+
+pub use config::Config;
+
+/// Bound on TCP connect plus TLS handshake to a NOVAS.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs the agent until `shutdown` fires and the sessions have drained.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let tls = tls::client_config(&cfg.trust)?;
+    let connector: Arc<dyn Connector> = Arc::new(TlsYamuxConnector {
+        tls,
+        timeout: CONNECT_TIMEOUT,
+    });
+    if cfg.allow.is_allow_all() {
+        tracing::warn!("NOVAC_ALLOW is unset: this agent will dial any target NOVAS asks for");
+    }
+    tracing::info!(agent.name = %cfg.name, tags = %cfg.tags, servers = ?cfg.servers, "starting");
+    let ctx = Arc::new(session::SessionCtx {
+        allow: cfg.allow.clone(),
+        dial_timeout: cfg.dial_timeout,
+    });
+    let cfg = Arc::new(cfg);
+    let tasks: Vec<_> = cfg
+        .servers
+        .iter()
+        .map(|server| {
+            tokio::spawn(tunnel::run(
+                server.clone(),
+                cfg.clone(),
+                connector.clone(),
+                ctx.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
+    for t in tasks {
+        t.await?;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

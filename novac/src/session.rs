@@ -1,0 +1,137 @@
+//! One session stream from NOVAS: read the header, check the allowlist, dial
+//! the target with a timeout, answer ok/error, then splice bytes.
+
+use std::{net::SocketAddr, time::Duration};
+
+use tokio::net::TcpStream;
+use tracing::Instrument;
+use tunnel_proto::{
+    io::{read_frame, write_frame},
+    stream::split_target,
+    transport::{tls_yamux::tune_socket, TunnelStream},
+    StreamErrorCode, StreamKind, StreamOpen, StreamReply,
+};
+
+use crate::allowlist::Allowlist;
+
+/// Bound on receiving the header of a new stream.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Copy buffer per direction; larger than tokio's 8 KiB default to cut
+/// per-chunk overhead on bulk transfers.
+pub const SPLICE_BUF: usize = 64 * 1024;
+
+pub struct SessionCtx {
+    pub allow: Allowlist,
+    pub dial_timeout: Duration,
+}
+
+/// Serves one inbound stream to completion.
+pub async fn serve(mut stream: TunnelStream, ctx: &SessionCtx) {
+    let open: StreamOpen = match tokio::time::timeout(HEADER_TIMEOUT, read_frame(&mut stream)).await
+    {
+        Ok(Ok(open)) => open,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "bad stream header from server");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("no stream header from server in time");
+            return;
+        }
+    };
+    let span = tracing::info_span!("session", session.id = %open.session_id, target = %open.target, kind = open.kind.as_str());
+    async move {
+        let target = match dial(&open, ctx).await {
+            Ok(t) => t,
+            Err((code, message)) => {
+                tracing::warn!(?code, %message, "refusing stream");
+                let _ = write_frame(&mut stream, &StreamReply::Error { code, message }).await;
+                return;
+            }
+        };
+        if let Err(e) = write_frame(&mut stream, &StreamReply::Ok).await {
+            tracing::debug!(error = %e, "server went away before the reply");
+            return;
+        }
+        let mut target = target;
+        match tokio::io::copy_bidirectional_with_sizes(
+            &mut stream,
+            &mut target,
+            SPLICE_BUF,
+            SPLICE_BUF,
+        )
+        .await
+        {
+            Ok((up, down)) => tracing::debug!(
+                bytes.to_target = up,
+                bytes.from_target = down,
+                "session ended"
+            ),
+            Err(e) => tracing::debug!(error = %e, "session ended with an error"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn dial(open: &StreamOpen, ctx: &SessionCtx) -> Result<TcpStream, (StreamErrorCode, String)> {
+    if open.kind == StreamKind::Kubernetes {
+        return Err((
+            StreamErrorCode::BadRequest,
+            "this agent does not serve kubernetes streams".into(),
+        ));
+    }
+    let (host, port) = split_target(&open.target).map_err(|m| (StreamErrorCode::BadRequest, m))?;
+    let addrs: Vec<SocketAddr> =
+        tokio::time::timeout(ctx.dial_timeout, tokio::net::lookup_host((host, port)))
+            .await
+            .map_err(|_| {
+                (
+                    StreamErrorCode::Timeout,
+                    format!("resolving {host} timed out"),
+                )
+            })?
+            .map_err(|e| {
+                (
+                    StreamErrorCode::ResolveFailed,
+                    format!("cannot resolve {host}: {e}"),
+                )
+            })?
+            .collect();
+    let allowed: Vec<SocketAddr> = addrs
+        .iter()
+        .copied()
+        .filter(|a| ctx.allow.allows(a.ip(), a.port()))
+        .collect();
+    if allowed.is_empty() {
+        let shown: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        return Err((
+            StreamErrorCode::NotAllowed,
+            format!(
+                "target {} ({}) is outside this agent's allowlist (NOVAC_ALLOW)",
+                open.target,
+                shown.join(", ")
+            ),
+        ));
+    }
+    let mut last = String::new();
+    for addr in allowed {
+        match tokio::time::timeout(ctx.dial_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => {
+                tune_socket(&tcp);
+                return Ok(tcp);
+            }
+            Ok(Err(e)) => last = format!("cannot connect to {addr}: {e}"),
+            Err(_) => {
+                return Err((
+                    StreamErrorCode::Timeout,
+                    format!(
+                        "connecting to {addr} timed out after {:?}",
+                        ctx.dial_timeout
+                    ),
+                ))
+            }
+        }
+    }
+    Err((StreamErrorCode::ConnectFailed, last))
+}

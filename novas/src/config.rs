@@ -1,0 +1,321 @@
+//! NOVAS server configuration: environment (envy, prefix `NOVAS_`) with
+//! flags on top, validated at start; errors name the variable.
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use clap::Args;
+use serde::Deserialize;
+use tunnel_proto::Secret;
+
+/// `novas serve` flags; each overrides the `NOVAS_*` variable of that name.
+#[derive(Debug, Default, Clone, Args)]
+pub struct ServeFlags {
+    /// NOVAS_AGENT_PORT: agent tunnel port (default 9022)
+    #[arg(long)]
+    pub agent_port: Option<String>,
+    /// NOVAS_AGENT_TOKEN: shared enrollment token (required; prefer the variable)
+    #[arg(long)]
+    pub agent_token: Option<String>,
+    /// NOVAS_BIND: address every listener binds (default 0.0.0.0)
+    #[arg(long)]
+    pub bind: Option<String>,
+    /// NOVAS_HTTP_PORT: health and API port (default 80)
+    #[arg(long)]
+    pub http_port: Option<String>,
+    /// NOVAS_DATA_DIR: generated certificate and admin token (default ./novas-data)
+    #[arg(long)]
+    pub data_dir: Option<String>,
+    /// NOVAS_TLS_CERT: PEM certificate chain (with NOVAS_TLS_KEY)
+    #[arg(long)]
+    pub tls_cert: Option<String>,
+    /// NOVAS_TLS_KEY: PEM private key
+    #[arg(long)]
+    pub tls_key: Option<String>,
+    /// NOVAS_TLS_NAMES: extra names for the generated certificate (comma list)
+    #[arg(long)]
+    pub tls_names: Option<String>,
+    /// NOVAS_RESOURCES: YAML resources file
+    #[arg(long)]
+    pub resources: Option<String>,
+    /// NOVAS_ADMIN_TOKEN: bearer token for /api (default: generated in the data dir)
+    #[arg(long)]
+    pub admin_token: Option<String>,
+    /// NOVAS_HEARTBEAT_INTERVAL: e.g. 10s; agents are dead after 3 silent intervals
+    #[arg(long)]
+    pub heartbeat_interval: Option<String>,
+    /// NOVAS_HANDSHAKE_TIMEOUT: bound on TLS + registration (default 10s)
+    #[arg(long)]
+    pub handshake_timeout: Option<String>,
+    /// NOVAS_NODE_NAME: this node's name (default: hostname)
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// NOVAS_LOG_FORMAT: text or json
+    #[arg(long)]
+    pub log_format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct EnvVars {
+    agent_port: Option<String>,
+    agent_token: Option<String>,
+    bind: Option<String>,
+    http_port: Option<String>,
+    data_dir: Option<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    tls_names: Option<String>,
+    resources: Option<String>,
+    admin_token: Option<String>,
+    heartbeat_interval: Option<String>,
+    handshake_timeout: Option<String>,
+    node_name: Option<String>,
+    log_format: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    Files { cert: PathBuf, key: PathBuf },
+    Generated { names: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub agent_port: u16,
+    pub agent_token: Secret,
+    pub bind: IpAddr,
+    pub http_port: u16,
+    pub data_dir: PathBuf,
+    pub tls: TlsSource,
+    pub resources: Option<PathBuf>,
+    pub admin_token: Option<Secret>,
+    pub heartbeat: Duration,
+    pub handshake_timeout: Duration,
+    pub node_name: String,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {msg}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub msg: String,
+}
+
+fn err(var: &'static str, msg: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        msg: msg.into(),
+    }
+}
+
+pub(crate) fn duration(
+    var: &'static str,
+    v: Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => {
+            let d = humantime::parse_duration(s.trim()).map_err(|e| {
+                err(
+                    var,
+                    format!("{s:?} is not a duration like 10s or 500ms ({e})"),
+                )
+            })?;
+            if d < Duration::from_millis(100) {
+                return Err(err(var, "must be at least 100ms"));
+            }
+            Ok(d)
+        }
+    }
+}
+
+fn port(var: &'static str, v: Option<String>, default: u16) -> Result<u16, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => s
+            .trim()
+            .parse::<u16>()
+            .map_err(|_| err(var, format!("{s:?} is not a port (0-65535)"))),
+    }
+}
+
+/// Minimum enrollment-token length: shorter tokens are guessable.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+pub fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|s| !s.trim().is_empty())
+}
+
+impl Config {
+    pub fn load(flags: ServeFlags) -> Result<Self, ConfigError> {
+        let env: EnvVars = envy::prefixed("NOVAS_")
+            .from_env()
+            .map_err(|e| err("NOVAS_*", e.to_string()))?;
+        Self::from_parts(flags, env)
+    }
+
+    fn from_parts(f: ServeFlags, e: EnvVars) -> Result<Self, ConfigError> {
+        let pick = |a: Option<String>, b: Option<String>| {
+            a.filter(|s| !s.trim().is_empty())
+                .or(b.filter(|s| !s.trim().is_empty()))
+        };
+        let token = pick(f.agent_token, e.agent_token).ok_or_else(|| {
+            err(
+                "NOVAS_AGENT_TOKEN",
+                "is required (`novas gen-token` makes one)",
+            )
+        })?;
+        if token.len() < MIN_TOKEN_LEN {
+            return Err(err(
+                "NOVAS_AGENT_TOKEN",
+                format!("must be at least {MIN_TOKEN_LEN} characters"),
+            ));
+        }
+        let bind = pick(f.bind, e.bind).unwrap_or_else(|| "0.0.0.0".into());
+        let bind: IpAddr = bind
+            .trim()
+            .parse()
+            .map_err(|_| err("NOVAS_BIND", format!("{bind:?} is not an IP address")))?;
+        let tls = match (pick(f.tls_cert, e.tls_cert), pick(f.tls_key, e.tls_key)) {
+            (Some(cert), Some(key)) => TlsSource::Files {
+                cert: cert.into(),
+                key: key.into(),
+            },
+            (Some(_), None) => return Err(err("NOVAS_TLS_KEY", "is required with NOVAS_TLS_CERT")),
+            (None, Some(_)) => return Err(err("NOVAS_TLS_CERT", "is required with NOVAS_TLS_KEY")),
+            (None, None) => {
+                let mut names = vec![
+                    "localhost".to_string(),
+                    "127.0.0.1".to_string(),
+                    "::1".to_string(),
+                ];
+                if let Some(h) = hostname() {
+                    names.push(h);
+                }
+                if let Some(extra) = pick(f.tls_names, e.tls_names) {
+                    names.extend(
+                        extra
+                            .split(',')
+                            .map(|s| s.trim().to_string())
+                            .filter(|s| !s.is_empty()),
+                    );
+                }
+                names.dedup();
+                TlsSource::Generated { names }
+            }
+        };
+        let admin_token = pick(f.admin_token, e.admin_token).map(Secret::new);
+        if admin_token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < MIN_TOKEN_LEN)
+        {
+            return Err(err(
+                "NOVAS_ADMIN_TOKEN",
+                format!("must be at least {MIN_TOKEN_LEN} characters"),
+            ));
+        }
+        let log_format = match pick(f.log_format, e.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(o) => {
+                return Err(err(
+                    "NOVAS_LOG_FORMAT",
+                    format!("{o:?} is not text or json"),
+                ))
+            }
+        };
+        let node_name = pick(f.node_name, e.node_name)
+            .or_else(hostname)
+            .unwrap_or_else(|| "novas".into());
+        tunnel_proto::control::validate_name(&node_name).map_err(|m| err("NOVAS_NODE_NAME", m))?;
+        Ok(Self {
+            agent_port: port("NOVAS_AGENT_PORT", pick(f.agent_port, e.agent_port), 9022)?,
+            agent_token: Secret::new(token),
+            bind,
+            http_port: port("NOVAS_HTTP_PORT", pick(f.http_port, e.http_port), 80)?,
+            data_dir: pick(f.data_dir, e.data_dir)
+                .unwrap_or_else(|| "novas-data".into())
+                .into(),
+            tls,
+            resources: pick(f.resources, e.resources).map(PathBuf::from),
+            admin_token,
+            heartbeat: duration(
+                "NOVAS_HEARTBEAT_INTERVAL",
+                pick(f.heartbeat_interval, e.heartbeat_interval),
+                Duration::from_secs(10),
+            )?,
+            handshake_timeout: duration(
+                "NOVAS_HANDSHAKE_TIMEOUT",
+                pick(f.handshake_timeout, e.handshake_timeout),
+                Duration::from_secs(10),
+            )?,
+            node_name,
+            log_format,
+        })
+    }
+}
+
+pub fn hostname() -> Option<String> {
+    env_var("HOSTNAME")
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> EnvVars {
+        EnvVars {
+            agent_token: Some("0123456789abcdef-token".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_parts(ServeFlags::default(), base()).expect("valid");
+        assert_eq!(c.agent_port, 9022);
+        assert_eq!(c.http_port, 80);
+        assert_eq!(c.heartbeat, Duration::from_secs(10));
+        assert!(matches!(c.tls, TlsSource::Generated { .. }));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        type Edit = fn(&mut EnvVars);
+        let cases: [(Edit, &str); 7] = [
+            (|e| e.agent_token = None, "NOVAS_AGENT_TOKEN"),
+            (
+                |e| e.agent_token = Some("short".into()),
+                "NOVAS_AGENT_TOKEN",
+            ),
+            (|e| e.agent_port = Some("99999".into()), "NOVAS_AGENT_PORT"),
+            (|e| e.bind = Some("everywhere".into()), "NOVAS_BIND"),
+            (|e| e.tls_cert = Some("c.pem".into()), "NOVAS_TLS_KEY"),
+            (
+                |e| e.heartbeat_interval = Some("often".into()),
+                "NOVAS_HEARTBEAT_INTERVAL",
+            ),
+            (|e| e.log_format = Some("xml".into()), "NOVAS_LOG_FORMAT"),
+        ];
+        for (edit, var) in cases {
+            let mut env = base();
+            edit(&mut env);
+            let e = Config::from_parts(ServeFlags::default(), env).expect_err(var);
+            assert_eq!(e.var, var);
+            assert!(
+                !e.to_string().contains("0123456789abcdef"),
+                "token leaked: {e}"
+            );
+        }
+    }
+}
