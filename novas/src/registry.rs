@@ -198,3 +198,105 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_util::compat::TokioAsyncReadCompatExt;
+    use tunnel_proto::transport::{tls_yamux::spawn_driver, Tunnel};
+
+    /// An agent entry backed by a real in-memory tunnel; the returned
+    /// tunnels keep both ends alive.
+    fn agent(reg: &Registry, name: &str, tags: &str) -> (Arc<Agent>, Tunnel, Tunnel) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let server = spawn_driver(a.compat(), yamux::Mode::Server, addr);
+        let client = spawn_driver(b.compat(), yamux::Mode::Client, addr);
+        let agent = Arc::new(Agent {
+            conn_id: reg.next_conn_id(),
+            name: name.into(),
+            tags: tags.parse().expect("tags"),
+            remote_addr: addr,
+            agent_version: "t".into(),
+            capabilities: vec![],
+            connected_since: SystemTime::now(),
+            opener: server.opener.clone(),
+            close: server.close_handle(),
+            stats: AgentStats::default(),
+        });
+        (agent, server, client)
+    }
+
+    fn sel(name: Option<&str>, tags: &str) -> Selector {
+        Selector {
+            name: name.map(String::from),
+            tags: tags.parse::<Tags>().expect("tags").0,
+        }
+    }
+
+    #[tokio::test]
+    async fn selectors_match_by_name_and_tags() {
+        let reg = Registry::new("n".into());
+        let (a, _s1, _c1) = agent(&reg, "a", "VPC=dev;Env=prod");
+        let (b, _s2, _c2) = agent(&reg, "b", "VPC=dev");
+        reg.register(a);
+        reg.register(b);
+        let names = |s: &Selector| -> Vec<String> {
+            let mut v: Vec<String> = reg.candidates(s).iter().map(|a| a.name.clone()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&sel(None, "VPC=dev")), ["a", "b"]);
+        assert_eq!(names(&sel(None, "VPC=dev;Env=prod")), ["a"]);
+        assert_eq!(names(&sel(Some("b"), "")), ["b"]);
+        assert_eq!(names(&sel(Some("b"), "Env=prod")), Vec::<String>::new());
+        assert!(names(&sel(None, "VPC=other")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn candidates_rotate_across_replicas() {
+        let reg = Registry::new("n".into());
+        let (a, _s1, _c1) = agent(&reg, "r1", "App=x");
+        let (b, _s2, _c2) = agent(&reg, "r2", "App=x");
+        reg.register(a);
+        reg.register(b);
+        let firsts: Vec<String> = (0..4)
+            .map(|_| reg.candidates(&sel(None, "App=x"))[0].name.clone())
+            .collect();
+        assert_eq!(firsts, ["r1", "r2", "r1", "r2"]);
+    }
+
+    #[tokio::test]
+    async fn same_name_replaces_and_closes_the_stale_entry() {
+        let reg = Registry::new("n".into());
+        let (old, _s1, _c1) = agent(&reg, "a", "");
+        let (new, _s2, _c2) = agent(&reg, "a", "");
+        let (old_id, new_id) = (old.conn_id, new.conn_id);
+        let old_opener = old.opener.clone();
+        assert!(reg.register(old).is_none());
+        assert!(reg.register(new).is_some());
+        assert_eq!(reg.len(), 1);
+        tokio::time::timeout(std::time::Duration::from_secs(5), old_opener.closed())
+            .await
+            .expect("stale tunnel closed");
+        // The stale connection's cleanup must not remove its replacement.
+        assert!(!reg.unregister("a", old_id));
+        assert_eq!(reg.len(), 1);
+        assert!(reg.unregister("a", new_id));
+        assert!(reg.is_empty());
+    }
+
+    #[tokio::test]
+    async fn closed_agents_are_not_candidates() {
+        let reg = Registry::new("n".into());
+        let (a, server, client) = agent(&reg, "a", "App=x");
+        reg.register(a.clone());
+        drop(client);
+        drop(server);
+        tokio::time::timeout(std::time::Duration::from_secs(5), a.opener.closed())
+            .await
+            .expect("closed");
+        assert!(reg.candidates(&sel(None, "App=x")).is_empty());
+        assert_eq!(reg.snapshot().len(), 1, "still listed until unregistered");
+    }
+}
