@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (the default)
-    Serve(ServeFlags),
+    Serve(Box<ServeFlags>),
     /// Print the connected agents of a running NOVAS
     Tunnels {
         /// NOVAS_URL: base URL of the HTTP listener (default http://127.0.0.1:$NOVAS_HTTP_PORT)
@@ -52,7 +52,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => serve(cli.serve),
-        Some(Command::Serve(flags)) => serve(flags),
+        Some(Command::Serve(flags)) => serve(*flags),
         Some(Command::Tunnels {
             url,
             token,

@@ -113,17 +113,15 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Resource>, ResourcesError> {
             Some(0) => return Err(invalid(&r.name, "listen port 0".into())),
             Some(p) => p,
             None => {
-                while used.contains(&next) {
-                    next = next.checked_add(1).unwrap_or(u16::MAX);
-                }
-                if next > range.1 {
+                let Some(port) = (next..=range.1).find(|p| !used.contains(p)) else {
                     return Err(invalid(
                         &r.name,
                         format!("no free port left in {}-{}", range.0, range.1),
                     ));
-                }
-                used.insert(next);
-                next
+                };
+                used.insert(port);
+                next = port;
+                port
             }
         };
         if out.iter().any(|o: &Resource| o.listen_port == listen_port) {
