@@ -32,7 +32,8 @@ fn private_vpc_postgres() {
 
     // The database works inside its network...
     assert_eq!(
-        pg.psql_local(&["select 1"]).expect("psql inside the namespace"),
+        pg.psql_local(&["select 1"])
+            .expect("psql inside the namespace"),
         "1\n"
     );
     // ...and is unreachable from the host, by the namespace's address and
@@ -213,7 +214,10 @@ fn registration_shows_in_api_and_cli() {
     }
 
     // JSON, with the token as a flag.
-    let out = novas_cli(&["tunnels", "--url", &url, "--token", &admin, "--json"], &[]);
+    let out = novas_cli(
+        &["tunnels", "--url", &url, "--token", &admin, "--json"],
+        &[],
+    );
     assert!(out.status.success(), "novas tunnels --json: {out:?}");
     let v: serde_json::Value = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("--json output is not JSON ({e}): {}", out.stdout));
@@ -248,7 +252,10 @@ fn agent_registers_with_every_server() {
     let tok = token();
     let a = Novas::start(&dir, "novas-a", NovasConfig::new(&dir, "novas-a", &tok));
     let b = Novas::start(&dir, "novas-b", NovasConfig::new(&dir, "novas-b", &tok));
-    assert_ne!(a.fingerprint, b.fingerprint, "two data dirs, two certificates");
+    assert_ne!(
+        a.fingerprint, b.fingerprint,
+        "two data dirs, two certificates"
+    );
 
     let name = format!("multi-{}", unique_suffix());
     let mut cfg = NovacConfig::for_server(&a, &name, "VPC=multi");

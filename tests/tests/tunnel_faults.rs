@@ -49,12 +49,16 @@ fn wrong_token_is_rejected_and_never_logged() {
     assert!(agent.is_running(), "novac gave up after a rejection");
     assert!(novas.tunnels().is_empty(), "a rejected agent is registered");
 
-    let server_log = wait_for(Duration::from_secs(10), "a rejection line in novas's log", || {
-        let log = novas.proc.stderr();
-        let lower = log.to_lowercase();
-        (lower.contains("reject") || lower.contains("bad_token") || lower.contains("bad token"))
-            .then_some(log)
-    });
+    let server_log = wait_for(
+        Duration::from_secs(10),
+        "a rejection line in novas's log",
+        || {
+            let log = novas.proc.stderr();
+            let lower = log.to_lowercase();
+            (lower.contains("reject") || lower.contains("bad_token") || lower.contains("bad token"))
+                .then_some(log)
+        },
+    );
     for (label, text) in [
         ("novas stderr", server_log),
         ("novas stdout", novas.proc.stdout()),
@@ -62,7 +66,10 @@ fn wrong_token_is_rejected_and_never_logged() {
         ("novac stdout", agent.stdout()),
     ] {
         for (which, tok) in [("right", &right), ("wrong", &wrong)] {
-            assert!(!text.contains(tok.as_str()), "{label} contains the {which} token");
+            assert!(
+                !text.contains(tok.as_str()),
+                "{label} contains the {which} token"
+            );
         }
     }
 }
@@ -71,7 +78,11 @@ fn wrong_token_is_rejected_and_never_logged() {
 #[test]
 fn wrong_pinned_fingerprint_never_registers() {
     let dir = TestDir::new("badfp");
-    let novas = Novas::start(&dir, "novas", NovasConfig::new(&dir, "novas", "tok-fp-test"));
+    let novas = Novas::start(
+        &dir,
+        "novas",
+        NovasConfig::new(&dir, "novas", "tok-fp-test"),
+    );
     let mut cfg = NovacConfig::for_server(&novas, &format!("fp-{}", unique_suffix()), "");
     let pinned = random_hex(32);
     assert_ne!(pinned, novas.fingerprint);
@@ -81,7 +92,10 @@ fn wrong_pinned_fingerprint_never_registers() {
     agent.wait_stderr_all(&["does not match the pinned fingerprint"], REGISTER);
     // Give it a few more attempts: still nothing registered.
     std::thread::sleep(Duration::from_secs(3));
-    assert!(novas.tunnels().is_empty(), "agent registered despite the pin");
+    assert!(
+        novas.tunnels().is_empty(),
+        "agent registered despite the pin"
+    );
 }
 
 /// NOVAS with a CA-signed certificate from files; NOVAC trusting the CA.
@@ -122,11 +136,7 @@ fn hostile_input_on_agent_port() {
     let echo = echo_on_loopback(free_port(), "hostile-target");
     let token = format!("tok-{}", random_hex(16));
     let name = format!("steady-{}", unique_suffix());
-    let res = Resource::tcp(
-        "echo",
-        &echo.addr.to_string(),
-        Selector::Name(name.clone()),
-    );
+    let res = Resource::tcp("echo", &echo.addr.to_string(), Selector::Name(name.clone()));
     let cfg = NovasConfig::new(&dir, "novas", &token)
         .env("NOVAS_HANDSHAKE_TIMEOUT", "2s")
         .resource(res.clone());
@@ -299,16 +309,26 @@ fn allowlist_refuses_outside_targets() {
             "connection to a refused target still open after 5 s"
         ),
     }
-    let line = wait_for(Duration::from_secs(10), "`agent refused stream` in novas's log", || {
-        novas
-            .proc
-            .stderr()
-            .lines()
-            .find(|l| l.contains("agent refused stream"))
-            .map(str::to_string)
-    });
-    assert!(line.contains("allowlist"), "refusal line lacks the reason: {line}");
+    let line = wait_for(
+        Duration::from_secs(10),
+        "`agent refused stream` in novas's log",
+        || {
+            novas
+                .proc
+                .stderr()
+                .lines()
+                .find(|l| l.contains("agent refused stream"))
+                .map(str::to_string)
+        },
+    );
+    assert!(
+        line.contains("allowlist"),
+        "refusal line lacks the reason: {line}"
+    );
 
-    assert_eq!(round_trip(&ok_res.addr(), IO).expect("allowed target"), "inside");
+    assert_eq!(
+        round_trip(&ok_res.addr(), IO).expect("allowed target"),
+        "inside"
+    );
     assert!(novas.proc.is_running());
 }

@@ -33,11 +33,15 @@ fn agent_reregisters_after_server_restart() {
     );
     let name = format!("rs-{}", unique_suffix());
     let res = Resource::tcp("echo", &echo.addr.to_string(), Selector::Name(name.clone()));
-    let cfg = NovasConfig::new(&dir, "novas-1", &format!("tok-{}", random_hex(12))).resource(res.clone());
+    let cfg =
+        NovasConfig::new(&dir, "novas-1", &format!("tok-{}", random_hex(12))).resource(res.clone());
     let mut first = Novas::start(&dir, "novas-1", cfg.clone());
     let mut agent = NovacConfig::for_server(&first, &name, "VPC=restart").start(&dir, "novac");
     first.wait_registered(&name, REGISTER);
-    assert_eq!(round_trip(&res.addr(), IO).expect("before"), "restart-target");
+    assert_eq!(
+        round_trip(&res.addr(), IO).expect("before"),
+        "restart-target"
+    );
     let agent_pid = agent.pid();
 
     first.proc.kill();
@@ -45,11 +49,17 @@ fn agent_reregisters_after_server_restart() {
     drop(first);
 
     let second = Novas::start(&dir, "novas-2", cfg);
-    assert_eq!(second.fingerprint, fingerprint, "identity changed across restart");
+    assert_eq!(
+        second.fingerprint, fingerprint,
+        "identity changed across restart"
+    );
     second.wait_registered(&name, Duration::from_secs(15));
     assert!(agent.is_running(), "novac exited when its server died");
     assert_eq!(agent.pid(), agent_pid);
-    assert_eq!(round_trip(&res.addr(), IO).expect("after"), "restart-target");
+    assert_eq!(
+        round_trip(&res.addr(), IO).expect("after"),
+        "restart-target"
+    );
 }
 
 /// An agent replica in its own namespace with its own echo server (at the
@@ -108,7 +118,8 @@ fn two_replicas_share_load_and_survive_a_kill() {
         &format!("127.0.0.1:{echo_port}"),
         Selector::Tags(vec![("VPC".into(), vpc)]),
     );
-    let mut cfg = NovasConfig::new(&dir, "novas", &format!("tok-{}", random_hex(12))).resource(res.clone());
+    let mut cfg =
+        NovasConfig::new(&dir, "novas", &format!("tok-{}", random_hex(12))).resource(res.clone());
     cfg.bind = "0.0.0.0".into();
     let novas = Novas::start(&dir, "novas", cfg);
     let mut a = replica(&dir, &novas, "a", &tags, echo_port);
@@ -118,7 +129,9 @@ fn two_replicas_share_load_and_survive_a_kill() {
 
     // Twenty sessions held open at once: both replicas serve some.
     let held: Vec<EchoClient> = (0..20)
-        .map(|i| EchoClient::connect(&res.addr(), IO).unwrap_or_else(|e| panic!("session {i}: {e}")))
+        .map(|i| {
+            EchoClient::connect(&res.addr(), IO).unwrap_or_else(|e| panic!("session {i}: {e}"))
+        })
         .collect();
     let seen: std::collections::BTreeSet<&str> = held.iter().map(|c| c.banner.as_str()).collect();
     assert!(
@@ -126,7 +139,8 @@ fn two_replicas_share_load_and_survive_a_kill() {
         "20 sessions did not spread over both replicas: {seen:?}"
     );
     for (i, mut c) in held.into_iter().enumerate() {
-        c.echo(&format!("held-{i}")).expect("echo on a held session");
+        c.echo(&format!("held-{i}"))
+            .expect("echo on a held session");
     }
 
     // Traffic from four workers; kill replica a in the middle.
@@ -160,14 +174,24 @@ fn two_replicas_share_load_and_survive_a_kill() {
     let log = log.lock().unwrap_or_else(|e| e.into_inner());
     let (before, after): (Vec<&Attempt>, Vec<&Attempt>) =
         log.iter().partition(|at| at.start < killed);
-    let failed_before: Vec<&String> = before.iter().filter_map(|at| at.result.as_ref().err()).collect();
+    let failed_before: Vec<&String> = before
+        .iter()
+        .filter_map(|at| at.result.as_ref().err())
+        .collect();
     assert!(
         failed_before.len() <= WORKERS,
         "{} sessions failed around the kill (at most {WORKERS} were in flight): {failed_before:?}",
         failed_before.len()
     );
-    assert!(after.len() >= 10, "only {} sessions after the kill", after.len());
-    let failed_after: Vec<&String> = after.iter().filter_map(|at| at.result.as_ref().err()).collect();
+    assert!(
+        after.len() >= 10,
+        "only {} sessions after the kill",
+        after.len()
+    );
+    let failed_after: Vec<&String> = after
+        .iter()
+        .filter_map(|at| at.result.as_ref().err())
+        .collect();
     assert!(
         failed_after.is_empty(),
         "{} of {} sessions started after replica a was dead failed: {failed_after:?}",

@@ -134,3 +134,42 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod random_input {
+    use super::*;
+    use crate::{control::Control, stream::StreamOpen};
+
+    /// Cheap in-tree stand-in for the fuzz target (fuzz/): random and
+    /// mutated inputs never panic the decoder, and it never consumes a
+    /// partial frame.
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut valid = BytesMut::new();
+        encode(&Control::Ping { seq: 9 }, &mut valid).expect("encode");
+        for i in 0..20_000 {
+            let mut buf = if i % 2 == 0 {
+                let len = (next() % 64) as usize;
+                BytesMut::from(&(0..len).map(|_| next() as u8).collect::<Vec<_>>()[..])
+            } else {
+                let mut b = valid.clone();
+                let pos = (next() as usize) % b.len();
+                b[pos] = next() as u8;
+                b
+            };
+            let before = buf.len();
+            match decode::<Control>(&mut buf.clone()) {
+                Ok(None) => assert_eq!(buf.len(), before),
+                Ok(Some(_)) | Err(_) => {}
+            }
+            let _ = decode::<StreamOpen>(&mut buf);
+        }
+    }
+}
