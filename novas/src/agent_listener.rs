@@ -119,8 +119,22 @@ async fn handle(
     } else {
         tracing::info!(reason = %why, "replaced agent connection closed");
     }
+    if why.starts_with(GOODBYE) {
+        // A stopping agent lets its sessions finish before it closes the
+        // tunnel: keep it open (no new sessions are routed to it any more).
+        tokio::select! {
+            _ = tunnel.opener.closed() => {}
+            _ = tokio::time::sleep(MAX_AGENT_DRAIN) => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
     let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
 }
+
+/// Prefix of the disconnect reason when the agent announced its shutdown.
+const GOODBYE: &str = "agent said goodbye";
+/// Longest time a stopping agent's tunnel is kept for its sessions to end.
+const MAX_AGENT_DRAIN: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 enum HandshakeError {
@@ -299,7 +313,7 @@ async fn control_loop(
                                 }
                             }
                         }
-                        Control::Goodbye { reason } => break format!("agent said goodbye: {reason}"),
+                        Control::Goodbye { reason } => break format!("{GOODBYE}: {reason}"),
                         other => {
                             tracing::warn!(message = ?other, "unexpected control message, closing");
                             break "protocol violation".to_string();
