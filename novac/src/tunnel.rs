@@ -146,8 +146,8 @@ async fn register(
             Ok(Duration::from_millis(heartbeat_ms.clamp(100, 300_000)))
         }
         Ok(Control::Reject { code, message }) => {
-            tracing::error!(?code, %message, "rejected by server");
-            Err(format!("rejected by server: {message}"))
+            tracing::error!(code = code.as_str(), %message, "rejected by server");
+            Err(format!("rejected by server ({}): {message}", code.as_str()))
         }
         Ok(other) => Err(format!("unexpected answer to Hello: {other:?}")),
         Err(FrameIoError::Closed) => Err("server closed the connection during registration".into()),

@@ -124,3 +124,8 @@ pub fn random_hex(bytes: usize) -> String {
 pub fn unique_suffix() -> String {
     format!("{}-{}", std::process::id(), random_hex(3))
 }
+
+/// A fresh enrollment token (novas wants at least 16 characters).
+pub fn new_token(prefix: &str) -> String {
+    format!("{prefix}-{}", random_hex(16))
+}

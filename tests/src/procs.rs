@@ -147,7 +147,10 @@ impl Proc {
                 return text;
             }
             if Instant::now() >= deadline {
-                panic!("timed out waiting for {what}; stderr so far:\n{text}");
+                panic!(
+                    "timed out waiting for {what}; stderr (tail):\n{}",
+                    tail(&text, 15)
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }

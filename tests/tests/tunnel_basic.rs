@@ -9,6 +9,7 @@ use std::{
 use nova_e2e::{
     http,
     netns::Netns,
+    new_token,
     postgres::{psql, Postgres},
     procs::{novas_cli, NovacConfig, Novas, NovasConfig, Proc, Resource, Selector},
     random_hex, require_root, unique_suffix, wait_for, TestDir,
@@ -18,7 +19,7 @@ use sha2::{Digest, Sha256};
 const REGISTER: Duration = Duration::from_secs(20);
 
 fn token() -> String {
-    format!("agent-token-{}", random_hex(16))
+    new_token("agent-token")
 }
 
 /// PostgreSQL listens on 127.0.0.1 of a private namespace; the agent runs

@@ -11,6 +11,7 @@ use std::{
 use nova_e2e::{
     certs,
     echo::{round_trip, EchoServer},
+    new_token,
     ports::{free_port, free_port_in},
     procs::{NovacConfig, Novas, NovasConfig, Proc, Resource, Selector, Trust},
     proto::{self, HelloOutcome},
@@ -81,7 +82,7 @@ fn wrong_pinned_fingerprint_never_registers() {
     let novas = Novas::start(
         &dir,
         "novas",
-        NovasConfig::new(&dir, "novas", "tok-fp-test"),
+        NovasConfig::new(&dir, "novas", &new_token("fp")),
     );
     let mut cfg = NovacConfig::for_server(&novas, &format!("fp-{}", unique_suffix()), "");
     let pinned = random_hex(32);
@@ -103,7 +104,7 @@ fn wrong_pinned_fingerprint_never_registers() {
 fn ca_file_trust_registers() {
     let dir = TestDir::new("ca");
     let files = certs::generate(dir.path(), &["127.0.0.1", "localhost"]);
-    let cfg = NovasConfig::new(&dir, "novas", "tok-ca-test")
+    let cfg = NovasConfig::new(&dir, "novas", &new_token("ca"))
         .env("NOVAS_TLS_CERT", &files.server_cert.to_string_lossy())
         .env("NOVAS_TLS_KEY", &files.server_key.to_string_lossy());
     let novas = Novas::start(&dir, "novas", cfg);
@@ -134,7 +135,7 @@ fn ca_file_trust_registers() {
 fn hostile_input_on_agent_port() {
     let dir = TestDir::new("hostile");
     let echo = echo_on_loopback(free_port(), "hostile-target");
-    let token = format!("tok-{}", random_hex(16));
+    let token = new_token("hostile");
     let name = format!("steady-{}", unique_suffix());
     let res = Resource::tcp("echo", &echo.addr.to_string(), Selector::Name(name.clone()));
     let cfg = NovasConfig::new(&dir, "novas", &token)
@@ -281,7 +282,7 @@ fn allowlist_refuses_outside_targets() {
     let sel = Selector::Name(name.clone());
     let ok_res = Resource::tcp("inside", &inside.addr.to_string(), sel.clone());
     let bad_res = Resource::tcp("outside", &outside.addr.to_string(), sel);
-    let cfg = NovasConfig::new(&dir, "novas", "tok-allow")
+    let cfg = NovasConfig::new(&dir, "novas", &new_token("allow"))
         .resource(ok_res.clone())
         .resource(bad_res.clone());
     let mut novas = Novas::start(&dir, "novas", cfg);

@@ -14,9 +14,10 @@ use nova_e2e::{
     bins,
     echo::{round_trip, EchoClient, EchoServer},
     netns::Netns,
+    new_token,
     ports::free_port,
     procs::{NovacConfig, Novas, NovasConfig, Proc, Resource, Selector},
-    random_hex, require_root, unique_suffix, TestDir,
+    require_root, unique_suffix, TestDir,
 };
 
 const REGISTER: Duration = Duration::from_secs(20);
@@ -33,8 +34,7 @@ fn agent_reregisters_after_server_restart() {
     );
     let name = format!("rs-{}", unique_suffix());
     let res = Resource::tcp("echo", &echo.addr.to_string(), Selector::Name(name.clone()));
-    let cfg =
-        NovasConfig::new(&dir, "novas-1", &format!("tok-{}", random_hex(12))).resource(res.clone());
+    let cfg = NovasConfig::new(&dir, "novas-1", &new_token("ha")).resource(res.clone());
     let mut first = Novas::start(&dir, "novas-1", cfg.clone());
     let mut agent = NovacConfig::for_server(&first, &name, "VPC=restart").start(&dir, "novac");
     first.wait_registered(&name, REGISTER);
@@ -118,8 +118,7 @@ fn two_replicas_share_load_and_survive_a_kill() {
         &format!("127.0.0.1:{echo_port}"),
         Selector::Tags(vec![("VPC".into(), vpc)]),
     );
-    let mut cfg =
-        NovasConfig::new(&dir, "novas", &format!("tok-{}", random_hex(12))).resource(res.clone());
+    let mut cfg = NovasConfig::new(&dir, "novas", &new_token("ha")).resource(res.clone());
     cfg.bind = "0.0.0.0".into();
     let novas = Novas::start(&dir, "novas", cfg);
     let mut a = replica(&dir, &novas, "a", &tags, echo_port);
@@ -174,6 +173,11 @@ fn two_replicas_share_load_and_survive_a_kill() {
     let log = log.lock().unwrap_or_else(|e| e.into_inner());
     let (before, after): (Vec<&Attempt>, Vec<&Attempt>) =
         log.iter().partition(|at| at.start < killed);
+    eprintln!(
+        "sessions: {} started before the kill, {} after",
+        before.len(),
+        after.len()
+    );
     let failed_before: Vec<&String> = before
         .iter()
         .filter_map(|at| at.result.as_ref().err())

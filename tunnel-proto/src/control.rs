@@ -76,6 +76,18 @@ pub enum RejectCode {
     Unavailable,
 }
 
+impl RejectCode {
+    /// The wire name, as logs and users see it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadToken => "bad_token",
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::BadRequest => "bad_request",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
 /// A control-stream message.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]

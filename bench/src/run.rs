@@ -1,0 +1,383 @@
+//! The phases of a benchmark run: set-up, direct-vs-tunnel measurements
+//! (interleaved repetitions), idle memory, then many idle agents on a
+//! separate novas.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::{
+    agents::Fleet,
+    args::Params,
+    bins::{self, Bins},
+    http, load,
+    procs::{self, Novas, NovasOpts, Proc},
+    report::{self, Memory, Mode, Report, Samples},
+    targets,
+};
+
+const AGENT_NAME: &str = "bench-agent";
+const MSG: usize = 64;
+
+/// Where the clients connect, per mode.
+#[derive(Clone, Copy)]
+struct Endpoints {
+    sink: SocketAddr,
+    source: SocketAddr,
+    echo: SocketAddr,
+}
+
+pub async fn all(p: Params) -> anyhow::Result<()> {
+    let bins = bins::locate()?;
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: nova-bench is a debug build; its load generator will be slow (use --release)"
+        );
+    }
+    let tmp = tempfile::Builder::new().prefix("nova-bench.").tempdir()?;
+    let started = Instant::now();
+    eprintln!(
+        "nova-bench: {} and {}, work dir {}",
+        bins.novas.display(),
+        bins.novac.display(),
+        tmp.path().display()
+    );
+    let token = gen_token(&bins)?;
+
+    // Targets and the tunnel in front of them.
+    let t = targets::start().await?;
+    let direct = Endpoints {
+        sink: t.sink,
+        source: t.source,
+        echo: t.echo,
+    };
+    let ports = free_ports(3)?;
+    let res_path = tmp.path().join("resources.yaml");
+    std::fs::write(
+        &res_path,
+        resources_yaml(&[
+            ("sink", ports[0], t.sink),
+            ("source", ports[1], t.source),
+            ("echo", ports[2], t.echo),
+        ]),
+    )?;
+    let main_dir = tmp.path().join("main");
+    std::fs::create_dir_all(&main_dir)?;
+    let novas = procs::start_novas(
+        &bins.novas,
+        &main_dir,
+        &NovasOpts {
+            token: &token,
+            resources: Some(&res_path),
+            heartbeat: None,
+            workers: p.tunnel_workers,
+        },
+    )?;
+    let mut novac = procs::start_novac(
+        &bins.novac,
+        &main_dir,
+        novas.agent_addr,
+        &token,
+        AGENT_NAME,
+        &novas.fingerprint,
+        p.tunnel_workers,
+    )?;
+    let mut novas = novas;
+    wait_registered(&mut novas, &mut novac, AGENT_NAME).await?;
+    let lo = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    let tunnel = Endpoints {
+        sink: lo(ports[0]),
+        source: lo(ports[1]),
+        echo: lo(ports[2]),
+    };
+    probe_echo(tunnel.echo, &mut novas, &mut novac).await?;
+    eprintln!(
+        "nova-bench: novas pid {} (agent {}, http {}), novac pid {} registered; tunnel ports {ports:?}",
+        novas.proc.pid(),
+        novas.agent_addr,
+        novas.http_addr,
+        novac.pid()
+    );
+
+    // Idle memory with one agent, before any load.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut mem = Memory {
+        novas_idle_1agent_kib: novas.proc.rss_kib(),
+        novac_idle_kib: novac.rss_kib(),
+        ..Default::default()
+    };
+
+    // Direct and tunnel, interleaved.
+    let mut samples: BTreeMap<Mode, Samples> = BTreeMap::new();
+    for rep in 0..p.repeat {
+        let order = if rep % 2 == 0 {
+            [Mode::Direct, Mode::Tunnel]
+        } else {
+            [Mode::Tunnel, Mode::Direct]
+        };
+        for mode in order {
+            let ep = match mode {
+                Mode::Direct => direct,
+                Mode::Tunnel => tunnel,
+            };
+            eprintln!("nova-bench: run {}/{} {}", rep + 1, p.repeat, mode.name());
+            let s = samples.entry(mode).or_default();
+            let cpu = (mode == Mode::Tunnel).then_some((&novas.proc, &novac));
+            measure(&p, ep, cpu, s)
+                .await
+                .with_context(|| format!("{} run {}", mode.name(), rep + 1))?;
+            novas.proc.check_alive()?;
+            novac.check_alive()?;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    mem.novas_after_load_kib = novas.proc.rss_kib();
+    mem.novac_after_load_kib = novac.rss_kib();
+    mem.novas_peak_kib = novas.proc.hwm_kib();
+    mem.novac_peak_kib = novac.hwm_kib();
+    let names = http::tunnel_names(novas.http_addr, &novas.admin_token).await?;
+    if names != [AGENT_NAME] {
+        bail!("/api/tunnels lists {names:?} after the load, expected only {AGENT_NAME}");
+    }
+    drop(novac);
+    drop(novas);
+    drop(t);
+
+    if !p.skip_agents {
+        many_agents(&p, &bins, tmp.path(), &token, &mut mem).await?;
+    }
+
+    let rep = Report {
+        params: p.clone(),
+        samples,
+        memory: mem,
+        wall_s: started.elapsed().as_secs_f64(),
+    };
+    println!("{}", report::table(&rep));
+    if let Some(path) = &p.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report::json(&rep))?)
+            .with_context(|| format!("write {}", path.display()))?;
+        eprintln!("nova-bench: JSON written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// One repetition of every measurement against `ep`. With `cpu`, the tunnel
+/// processes' CPU time during the 1-stream upload is recorded too.
+async fn measure(
+    p: &Params,
+    ep: Endpoints,
+    cpu: Option<(&Proc, &Proc)>,
+    s: &mut Samples,
+) -> anyhow::Result<()> {
+    let pause = || tokio::time::sleep(Duration::from_millis(300));
+    let cpu0 = cpu.map(|(a, b)| (a.cpu_s(), b.cpu_s()));
+    let up1 = load::upload(ep.sink, 1, p.duration)
+        .await
+        .context("1-stream upload")?;
+    if let (Some((a, b)), Some((a0, b0))) = (cpu, cpu0) {
+        let gb = up1.bytes as f64 / 1e9;
+        s.push("cpu_s_per_gb_novas", (a.cpu_s() - a0) / gb);
+        s.push("cpu_s_per_gb_novac", (b.cpu_s() - b0) / gb);
+        s.push("cpu_s_per_gb", (a.cpu_s() - a0 + b.cpu_s() - b0) / gb);
+    }
+    s.push("up1_gbps", up1.gbps());
+    pause().await;
+    let down1 = load::download(ep.source, 1, p.duration)
+        .await
+        .context("1-stream download")?;
+    s.push("down1_gbps", down1.gbps());
+    pause().await;
+    let up8 = load::upload(ep.sink, p.streams, p.duration)
+        .await
+        .context("8-stream upload")?;
+    s.push("up8_gbps", up8.gbps());
+    pause().await;
+    let rtt = load::ping_pong(ep.echo, p.rtts, p.warmup_rtts, MSG)
+        .await
+        .context("ping-pong")?;
+    s.push("rtt_p50_us", rtt.p50);
+    s.push("rtt_p99_us", rtt.p99);
+    s.push("rtt_mean_us", rtt.mean);
+    pause().await;
+    let cr = load::conn_rate(ep.echo, p.conns, p.conn_workers, p.conns_cap, MSG)
+        .await
+        .context("connection rate")?;
+    if cr.failed > 0 {
+        eprintln!(
+            "nova-bench: {} of {} fresh connections failed; first error: {}",
+            cr.failed,
+            cr.failed + cr.ok,
+            cr.first_error.as_deref().unwrap_or("?")
+        );
+    }
+    s.push("conns_per_s", cr.per_sec());
+    s.push("conns_done", cr.ok as f64);
+    s.push("conns_failed", cr.failed as f64);
+    s.push("conn_p50_us", cr.per_conn_us.p50);
+    s.push("conn_p99_us", cr.per_conn_us.p99);
+    pause().await;
+    Ok(())
+}
+
+/// A separate novas (2 s heartbeats) with `p.agents` in-process idle agents
+/// that answer pings; RSS with one agent, then with all of them.
+async fn many_agents(
+    p: &Params,
+    bins: &Bins,
+    tmp: &Path,
+    token: &str,
+    mem: &mut Memory,
+) -> anyhow::Result<()> {
+    const HEARTBEAT: Duration = Duration::from_secs(2);
+    let dir = tmp.join("agents");
+    std::fs::create_dir_all(&dir)?;
+    let mut novas = procs::start_novas(
+        &bins.novas,
+        &dir,
+        &NovasOpts {
+            token,
+            resources: None,
+            heartbeat: Some("2s"),
+            workers: p.tunnel_workers,
+        },
+    )?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    mem.agents_novas_0_kib = novas.proc.rss_kib();
+    let fleet = Arc::new(Fleet::new(novas.agent_addr, &novas.fingerprint, token)?);
+    let name = |i: usize| format!("idle-{i:05}");
+    let mut held = vec![fleet
+        .register(&name(0))
+        .await
+        .context("register the first idle agent")?];
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    mem.agents_novas_1_kib = novas.proc.rss_kib();
+
+    eprintln!("nova-bench: registering {} idle agents", p.agents);
+    let t0 = Instant::now();
+    let cpu0 = novas.proc.cpu_s();
+    held.extend(
+        fleet
+            .register_all((1..p.agents).map(name).collect(), 32)
+            .await?,
+    );
+    mem.agents_register_s = t0.elapsed().as_secs_f64();
+    mem.agents_register_cpu_s = novas.proc.cpu_s() - cpu0;
+    novas.proc.check_alive()?;
+    // Longer than the 3 silent heartbeat intervals after which novas drops an
+    // agent: every agent still listed afterwards answers its pings.
+    tokio::time::sleep(HEARTBEAT * 3 + Duration::from_millis(1500)).await;
+    let names = http::tunnel_names(novas.http_addr, &novas.admin_token).await?;
+    mem.agents = p.agents;
+    mem.agents_listed = names.len();
+    mem.agents_novas_n_kib = novas.proc.rss_kib();
+    mem.agents_novas_peak_kib = novas.proc.hwm_kib();
+    if names.len() != p.agents {
+        bail!(
+            "/api/tunnels lists {} agents, {} were registered; novas log:\n{}",
+            names.len(),
+            p.agents,
+            novas.proc.log_tail()
+        );
+    }
+    drop(held);
+    Ok(())
+}
+
+fn gen_token(bins: &Bins) -> anyhow::Result<String> {
+    let out = std::process::Command::new(&bins.novas)
+        .arg("gen-token")
+        .output()
+        .context("run novas gen-token")?;
+    let t = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || t.len() < 16 {
+        bail!(
+            "novas gen-token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(t)
+}
+
+/// `n` distinct free ports on 127.0.0.1 (bound together, then released).
+fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let ls = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ls
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+fn resources_yaml(res: &[(&str, u16, SocketAddr)]) -> String {
+    let mut y = String::from("# written by nova-bench\nresources:\n");
+    for (name, listen, target) in res {
+        y.push_str(&format!(
+            "  - name: bench-{name}\n    kind: tcp\n    target: \"{target}\"\n    listen: {listen}\n    agent: {{ name: {AGENT_NAME} }}\n"
+        ));
+    }
+    y
+}
+
+async fn wait_registered(novas: &mut Novas, novac: &mut Proc, name: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        novas.proc.check_alive()?;
+        novac.check_alive()?;
+        let names = http::tunnel_names(novas.http_addr, &novas.admin_token).await?;
+        if names.iter().any(|n| n == name) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "agent {name} not registered within 20 s; novac log:\n{}\nnovas log:\n{}",
+                novac.log_tail(),
+                novas.proc.log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One echo round trip through the tunnel, retried for up to 15 s.
+async fn probe_echo(addr: SocketAddr, novas: &mut Novas, novac: &mut Proc) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut s = TcpStream::connect(addr).await?;
+            s.write_all(b"probe").await?;
+            let mut b = [0u8; 5];
+            s.read_exact(&mut b).await?;
+            anyhow::ensure!(&b == b"probe", "echo through the tunnel returned {b:?}");
+            anyhow::Ok(())
+        })
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")));
+        match r {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() > deadline => {
+                bail!(
+                    "no echo through the tunnel ({addr}): {e:#}; novas log:\n{}\nnovac log:\n{}",
+                    novas.proc.log_tail(),
+                    novac.log_tail()
+                )
+            }
+            Err(_) => {
+                novas.proc.check_alive()?;
+                novac.check_alive()?;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
