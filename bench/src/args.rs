@@ -17,6 +17,7 @@ usage: cargo run --release -p nova-bench -- [options]
   --rtts N         64-byte round trips for the latency test (default 5000; quick 1000)
   --conns N        fresh connections for the connection-rate test (default 5000; quick 1000)
   --agents N       idle agents registered for the memory test (default 1000; quick 100)
+  --tests LIST     comma list of up1,down1,up8,rtt,conn (default: all)
   --skip-agents    skip the many-agents memory phase
   --tunnel-workers N
                    tokio worker threads of novas and novac (TOKIO_WORKER_THREADS;
@@ -26,6 +27,9 @@ usage: cargo run --release -p nova-bench -- [options]
 Binaries: target/release/novas and target/release/novac next to this executable's
 profile dir (override with NOVAS_BIN / NOVAC_BIN); build them with
 `cargo build --release --bins`.";
+
+/// The direct-vs-tunnel measurements, in the order they run.
+pub const TESTS: [&str; 5] = ["up1", "down1", "up8", "rtt", "conn"];
 
 #[derive(Debug, Clone)]
 pub struct Params {
@@ -42,11 +46,17 @@ pub struct Params {
     pub streams: usize,
     pub agents: usize,
     pub skip_agents: bool,
+    /// Which direct-vs-tunnel measurements run (see [`TESTS`]).
+    pub tests: Vec<String>,
     /// TOKIO_WORKER_THREADS for novas and novac.
     pub tunnel_workers: Option<usize>,
 }
 
 impl Params {
+    pub fn runs(&self, test: &str) -> bool {
+        self.tests.iter().any(|t| t == test)
+    }
+
     fn defaults(quick: bool) -> Self {
         Self {
             quick,
@@ -61,6 +71,7 @@ impl Params {
             streams: 8,
             agents: if quick { 100 } else { 1000 },
             skip_agents: false,
+            tests: TESTS.iter().map(|t| t.to_string()).collect(),
             tunnel_workers: None,
         }
     }
@@ -95,6 +106,13 @@ impl Params {
                 "--conns" => p.conns = bounded(&value("--conns")?, "--conns", 10, 20_000)?,
                 "--agents" => p.agents = bounded(&value("--agents")?, "--agents", 2, 5_000)?,
                 "--skip-agents" => p.skip_agents = true,
+                "--tests" => {
+                    let list = value("--tests")?;
+                    p.tests = list.split(',').map(|t| t.trim().to_string()).collect();
+                    if let Some(bad) = p.tests.iter().find(|t| !TESTS.contains(&t.as_str())) {
+                        bail!("--tests: unknown test {bad:?} (known: {})", TESTS.join(","));
+                    }
+                }
                 "--tunnel-workers" => {
                     p.tunnel_workers = Some(bounded(
                         &value("--tunnel-workers")?,

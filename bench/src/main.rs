@@ -12,6 +12,17 @@
 //! memory test, [`http`] the API client, [`stats`] percentiles, [`report`]
 //! the table and JSON, [`run`] the phases.
 
+/// A progress line on stderr, with the seconds since the start.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        eprintln!(
+            "[nova-bench {:>6.1}s] {}",
+            $crate::started().elapsed().as_secs_f64(),
+            format_args!($($arg)*)
+        )
+    };
+}
+
 mod agents;
 mod args;
 mod bins;
@@ -23,10 +34,18 @@ mod run;
 mod stats;
 mod targets;
 
-use std::process::ExitCode;
+use std::{process::ExitCode, sync::OnceLock, time::Instant};
+
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
+/// When the benchmark started.
+pub fn started() -> Instant {
+    *STARTED.get_or_init(Instant::now)
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    started();
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let params = match args::Params::parse(&argv) {
         Ok(Some(p)) => p,

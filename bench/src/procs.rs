@@ -87,6 +87,30 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
+/// Busy CPU time of the whole machine (all CPUs), in clock ticks, from
+/// /proc/stat: user + nice + system + irq + softirq + steal.
+pub fn machine_busy_ticks() -> Option<u64> {
+    let text = fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …
+    Some([0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum())
+}
+
+/// CPU seconds (user + system) this benchmark process used so far.
+pub fn self_cpu_s() -> f64 {
+    cpu_ticks(std::process::id()).unwrap_or(0) as f64 / TICKS_PER_SEC
+}
+
+/// Converts clock ticks to seconds.
+pub fn ticks_to_s(t: u64) -> f64 {
+    t as f64 / TICKS_PER_SEC
+}
+
 fn command(bin: &Path, log: &Path, workers: Option<usize>) -> anyhow::Result<Command> {
     let mut cmd = Command::new(bin);
     // Only what the benchmark sets below reaches the binaries.

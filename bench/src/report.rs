@@ -69,6 +69,9 @@ pub struct Report {
     pub params: Params,
     pub samples: BTreeMap<Mode, Samples>,
     pub memory: Memory,
+    /// Share of the machine's CPU time used by other processes during the
+    /// direct-vs-tunnel measurements (0..1).
+    pub other_load: f64,
     pub wall_s: f64,
 }
 
@@ -198,18 +201,40 @@ pub fn table(r: &Report) -> String {
         });
     }
     let cpu = r.m(Tunnel, "cpu_s_per_gb");
+    let split = |key: &str, d: usize| {
+        format!(
+            "novas {} + novac {}",
+            fmt_num(r.m(Tunnel, &format!("{key}_novas")), d),
+            fmt_num(r.m(Tunnel, &format!("{key}_novac")), d)
+        )
+    };
     rows.push(Row {
-        what: "tunnel CPU s/GB, 1-stream upload (novas+novac)".into(),
+        what: "tunnel CPU s/GB, 1 stream user->target".into(),
         direct: "-".into(),
         tunnel: fmt_num(cpu, 2),
-        ratio: format!(
-            "{} + {}",
-            fmt_num(r.m(Tunnel, "cpu_s_per_gb_novas"), 2),
-            fmt_num(r.m(Tunnel, "cpu_s_per_gb_novac"), 2)
-        ),
+        ratio: split("cpu_s_per_gb", 2),
         goal: format!("<= 1.50  {}", verdict(cpu <= 1.5)),
     });
+    for (what, key, d) in [
+        (
+            "tunnel CPU s/GB, 1 stream target->user",
+            "cpu_s_per_gb_down",
+            2,
+        ),
+        ("tunnel CPU us per 64 B round trip", "cpu_us_per_rtt", 0),
+        ("tunnel CPU us per new connection", "cpu_us_per_conn", 0),
+    ] {
+        rows.push(Row {
+            what: what.into(),
+            direct: "-".into(),
+            tunnel: fmt_num(r.m(Tunnel, key), d),
+            ratio: split(key, d),
+            goal: String::new(),
+        });
+    }
 
+    // Rows of measurements that did not run.
+    rows.retain(|x| !(x.direct == "-" && x.tunnel == "-"));
     let w = [
         rows.iter().map(|x| x.what.len()).max().unwrap_or(0).max(10),
         rows.iter()
@@ -238,6 +263,16 @@ pub fn table(r: &Report) -> String {
         p.rtts,
         p.conns,
         p.repeat
+    );
+    let _ = writeln!(
+        out,
+        "other processes used {}% of the CPUs during these measurements{}\n",
+        fmt_num(r.other_load * 100.0, 0),
+        if r.other_load > 0.10 {
+            " -- DISTURBED, rerun on a quiet machine"
+        } else {
+            ""
+        }
     );
     if let Some(n) = p.tunnel_workers {
         let _ = writeln!(out, "novas and novac with TOKIO_WORKER_THREADS={n}\n");
@@ -357,6 +392,7 @@ pub fn json(r: &Report) -> Value {
             "conn_workers": p.conn_workers,
             "streams": p.streams,
             "agents": p.agents,
+            "tests": p.tests,
             "tunnel_workers": p.tunnel_workers,
             "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
         },
@@ -380,6 +416,7 @@ pub fn json(r: &Report) -> Value {
             "agents_register_s": m.agents_register_s,
             "agents_register_novas_cpu_s": m.agents_register_cpu_s,
         },
+        "other_load": num(r.other_load),
         "wall_s": r.wall_s,
     })
 }

@@ -40,14 +40,13 @@ struct Endpoints {
 pub async fn all(p: Params) -> anyhow::Result<()> {
     let bins = bins::locate()?;
     if cfg!(debug_assertions) {
-        eprintln!(
+        say!(
             "warning: nova-bench is a debug build; its load generator will be slow (use --release)"
         );
     }
     let tmp = tempfile::Builder::new().prefix("nova-bench.").tempdir()?;
-    let started = Instant::now();
-    eprintln!(
-        "nova-bench: {} and {}, work dir {}",
+    say!(
+        "{} and {}, work dir {}",
         bins.novas.display(),
         bins.novac.display(),
         tmp.path().display()
@@ -101,8 +100,8 @@ pub async fn all(p: Params) -> anyhow::Result<()> {
         echo: lo(ports[2]),
     };
     probe_echo(tunnel.echo, &mut novas, &mut novac).await?;
-    eprintln!(
-        "nova-bench: novas pid {} (agent {}, http {}), novac pid {} registered; tunnel ports {ports:?}",
+    say!(
+        "novas pid {} (agent {}, http {}), novac pid {} registered; tunnel ports {ports:?}",
         novas.proc.pid(),
         novas.agent_addr,
         novas.http_addr,
@@ -117,7 +116,13 @@ pub async fn all(p: Params) -> anyhow::Result<()> {
         ..Default::default()
     };
 
-    // Direct and tunnel, interleaved.
+    // Direct and tunnel, interleaved. The machine's busy time minus ours
+    // tells how much other processes disturbed the measurements.
+    let load0 = (
+        procs::machine_busy_ticks(),
+        procs::self_cpu_s() + novas.proc.cpu_s() + novac.cpu_s(),
+        Instant::now(),
+    );
     let mut samples: BTreeMap<Mode, Samples> = BTreeMap::new();
     for rep in 0..p.repeat {
         let order = if rep % 2 == 0 {
@@ -130,15 +135,31 @@ pub async fn all(p: Params) -> anyhow::Result<()> {
                 Mode::Direct => direct,
                 Mode::Tunnel => tunnel,
             };
-            eprintln!("nova-bench: run {}/{} {}", rep + 1, p.repeat, mode.name());
+            say!("run {}/{} {}", rep + 1, p.repeat, mode.name());
             let s = samples.entry(mode).or_default();
-            let cpu = (mode == Mode::Tunnel).then_some((&novas.proc, &novac));
+            let cpu = TunnelCpu((mode == Mode::Tunnel).then_some((&novas.proc, &novac)));
             measure(&p, ep, cpu, s)
                 .await
                 .with_context(|| format!("{} run {}", mode.name(), rep + 1))?;
             novas.proc.check_alive()?;
             novac.check_alive()?;
         }
+    }
+    let other_load = match (load0.0, procs::machine_busy_ticks()) {
+        (Some(b0), Some(b1)) => {
+            let ours = procs::self_cpu_s() + novas.proc.cpu_s() + novac.cpu_s() - load0.1;
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            let other = procs::ticks_to_s(b1.saturating_sub(b0)) - ours;
+            (other / (load0.2.elapsed().as_secs_f64() * cpus)).max(0.0)
+        }
+        _ => f64::NAN,
+    };
+    if other_load > 0.10 {
+        say!(
+            "warning: other processes kept {:.0}% of the CPUs busy during the measurements; \
+             the figures are disturbed",
+            other_load * 100.0
+        );
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     mem.novas_after_load_kib = novas.proc.rss_kib();
@@ -161,72 +182,135 @@ pub async fn all(p: Params) -> anyhow::Result<()> {
         params: p.clone(),
         samples,
         memory: mem,
-        wall_s: started.elapsed().as_secs_f64(),
+        other_load,
+        wall_s: crate::started().elapsed().as_secs_f64(),
     };
     println!("{}", report::table(&rep));
     if let Some(path) = &p.json {
         std::fs::write(path, serde_json::to_string_pretty(&report::json(&rep))?)
             .with_context(|| format!("write {}", path.display()))?;
-        eprintln!("nova-bench: JSON written to {}", path.display());
+        say!("JSON written to {}", path.display());
     }
     Ok(())
 }
 
+/// CPU seconds of the tunnel processes (novas, novac); none for direct runs.
+struct TunnelCpu<'a>(Option<(&'a Proc, &'a Proc)>);
+
+impl TunnelCpu<'_> {
+    fn now(&self) -> Option<(f64, f64)> {
+        self.0.map(|(a, b)| (a.cpu_s(), b.cpu_s()))
+    }
+
+    /// Records novas, novac and total CPU since `t0`, divided by `per`, as
+    /// `{key}_novas`, `{key}_novac` and `{key}`.
+    fn record(&self, t0: Option<(f64, f64)>, per: f64, key: [&'static str; 3], s: &mut Samples) {
+        if let (Some((a0, b0)), Some((a1, b1))) = (t0, self.now()) {
+            s.push(key[0], (a1 - a0 + b1 - b0) / per);
+            s.push(key[1], (a1 - a0) / per);
+            s.push(key[2], (b1 - b0) / per);
+        }
+    }
+}
+
 /// One repetition of every measurement against `ep`. With `cpu`, the tunnel
-/// processes' CPU time during the 1-stream upload is recorded too.
+/// processes' CPU time is recorded per GB, per round trip and per connection.
 async fn measure(
     p: &Params,
     ep: Endpoints,
-    cpu: Option<(&Proc, &Proc)>,
+    cpu: TunnelCpu<'_>,
     s: &mut Samples,
 ) -> anyhow::Result<()> {
     let pause = || tokio::time::sleep(Duration::from_millis(300));
-    let cpu0 = cpu.map(|(a, b)| (a.cpu_s(), b.cpu_s()));
-    let up1 = load::upload(ep.sink, 1, p.duration)
-        .await
-        .context("1-stream upload")?;
-    if let (Some((a, b)), Some((a0, b0))) = (cpu, cpu0) {
-        let gb = up1.bytes as f64 / 1e9;
-        s.push("cpu_s_per_gb_novas", (a.cpu_s() - a0) / gb);
-        s.push("cpu_s_per_gb_novac", (b.cpu_s() - b0) / gb);
-        s.push("cpu_s_per_gb", (a.cpu_s() - a0 + b.cpu_s() - b0) / gb);
-    }
-    s.push("up1_gbps", up1.gbps());
-    pause().await;
-    let down1 = load::download(ep.source, 1, p.duration)
-        .await
-        .context("1-stream download")?;
-    s.push("down1_gbps", down1.gbps());
-    pause().await;
-    let up8 = load::upload(ep.sink, p.streams, p.duration)
-        .await
-        .context("8-stream upload")?;
-    s.push("up8_gbps", up8.gbps());
-    pause().await;
-    let rtt = load::ping_pong(ep.echo, p.rtts, p.warmup_rtts, MSG)
-        .await
-        .context("ping-pong")?;
-    s.push("rtt_p50_us", rtt.p50);
-    s.push("rtt_p99_us", rtt.p99);
-    s.push("rtt_mean_us", rtt.mean);
-    pause().await;
-    let cr = load::conn_rate(ep.echo, p.conns, p.conn_workers, p.conns_cap, MSG)
-        .await
-        .context("connection rate")?;
-    if cr.failed > 0 {
-        eprintln!(
-            "nova-bench: {} of {} fresh connections failed; first error: {}",
-            cr.failed,
-            cr.failed + cr.ok,
-            cr.first_error.as_deref().unwrap_or("?")
+    if p.runs("up1") {
+        let c0 = cpu.now();
+        let up1 = load::upload(ep.sink, 1, p.duration)
+            .await
+            .context("1-stream upload")?;
+        cpu.record(
+            c0,
+            up1.bytes as f64 / 1e9,
+            ["cpu_s_per_gb", "cpu_s_per_gb_novas", "cpu_s_per_gb_novac"],
+            s,
         );
+        s.push("up1_gbps", up1.gbps());
+        pause().await;
     }
-    s.push("conns_per_s", cr.per_sec());
-    s.push("conns_done", cr.ok as f64);
-    s.push("conns_failed", cr.failed as f64);
-    s.push("conn_p50_us", cr.per_conn_us.p50);
-    s.push("conn_p99_us", cr.per_conn_us.p99);
-    pause().await;
+    if p.runs("down1") {
+        let c0 = cpu.now();
+        let down1 = load::download(ep.source, 1, p.duration)
+            .await
+            .context("1-stream download")?;
+        cpu.record(
+            c0,
+            down1.bytes as f64 / 1e9,
+            [
+                "cpu_s_per_gb_down",
+                "cpu_s_per_gb_down_novas",
+                "cpu_s_per_gb_down_novac",
+            ],
+            s,
+        );
+        s.push("down1_gbps", down1.gbps());
+        pause().await;
+    }
+    if p.runs("up8") {
+        let up8 = load::upload(ep.sink, p.streams, p.duration)
+            .await
+            .context("8-stream upload")?;
+        s.push("up8_gbps", up8.gbps());
+        pause().await;
+    }
+    if p.runs("rtt") {
+        let c0 = cpu.now();
+        let rtt = load::ping_pong(ep.echo, p.rtts, p.warmup_rtts, MSG)
+            .await
+            .context("ping-pong")?;
+        cpu.record(
+            c0,
+            (p.rtts + p.warmup_rtts) as f64 / 1e6,
+            [
+                "cpu_us_per_rtt",
+                "cpu_us_per_rtt_novas",
+                "cpu_us_per_rtt_novac",
+            ],
+            s,
+        );
+        s.push("rtt_p50_us", rtt.p50);
+        s.push("rtt_p99_us", rtt.p99);
+        s.push("rtt_mean_us", rtt.mean);
+        pause().await;
+    }
+    if p.runs("conn") {
+        let c0 = cpu.now();
+        let cr = load::conn_rate(ep.echo, p.conns, p.conn_workers, p.conns_cap, MSG)
+            .await
+            .context("connection rate")?;
+        cpu.record(
+            c0,
+            (cr.ok + cr.failed).max(1) as f64 / 1e6,
+            [
+                "cpu_us_per_conn",
+                "cpu_us_per_conn_novas",
+                "cpu_us_per_conn_novac",
+            ],
+            s,
+        );
+        if cr.failed > 0 {
+            say!(
+                "{} of {} fresh connections failed; first error: {}",
+                cr.failed,
+                cr.failed + cr.ok,
+                cr.first_error.as_deref().unwrap_or("?")
+            );
+        }
+        s.push("conns_per_s", cr.per_sec());
+        s.push("conns_done", cr.ok as f64);
+        s.push("conns_failed", cr.failed as f64);
+        s.push("conn_p50_us", cr.per_conn_us.p50);
+        s.push("conn_p99_us", cr.per_conn_us.p99);
+        pause().await;
+    }
     Ok(())
 }
 
@@ -263,7 +347,7 @@ async fn many_agents(
     tokio::time::sleep(Duration::from_millis(1500)).await;
     mem.agents_novas_1_kib = novas.proc.rss_kib();
 
-    eprintln!("nova-bench: registering {} idle agents", p.agents);
+    say!("registering {} idle agents", p.agents);
     let t0 = Instant::now();
     let cpu0 = novas.proc.cpu_s();
     held.extend(

@@ -165,9 +165,9 @@ mod random_input {
                 b
             };
             let before = buf.len();
-            match decode::<Control>(&mut buf.clone()) {
-                Ok(None) => assert_eq!(buf.len(), before),
-                Ok(Some(_)) | Err(_) => {}
+            let mut copy = buf.clone();
+            if let Ok(None) = decode::<Control>(&mut copy) {
+                assert_eq!(copy.len(), before, "incomplete input must not be consumed");
             }
             let _ = decode::<StreamOpen>(&mut buf);
         }
