@@ -43,7 +43,9 @@ pub fn started() -> Instant {
     *STARTED.get_or_init(Instant::now)
 }
 
-#[tokio::main]
+/// The load generator is single-threaded, like a client tool (iperf3, wrk -t1);
+/// the targets run on a thread of their own (see [`targets`]).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     started();
     let argv: Vec<String> = std::env::args().skip(1).collect();

@@ -54,7 +54,7 @@ pub async fn all(p: Params) -> anyhow::Result<()> {
     let token = gen_token(&bins)?;
 
     // Targets and the tunnel in front of them.
-    let t = targets::start().await?;
+    let t = targets::start()?;
     let direct = Endpoints {
         sink: t.sink,
         source: t.source,
@@ -72,7 +72,7 @@ pub async fn all(p: Params) -> anyhow::Result<()> {
     )?;
     let main_dir = tmp.path().join("main");
     std::fs::create_dir_all(&main_dir)?;
-    let novas = procs::start_novas(
+    let mut novas = procs::start_novas(
         &bins.novas,
         &main_dir,
         &NovasOpts {
@@ -91,7 +91,6 @@ pub async fn all(p: Params) -> anyhow::Result<()> {
         &novas.fingerprint,
         p.tunnel_workers,
     )?;
-    let mut novas = novas;
     wait_registered(&mut novas, &mut novac, AGENT_NAME).await?;
     let lo = |port| SocketAddr::from(([127, 0, 0, 1], port));
     let tunnel = Endpoints {
@@ -117,7 +116,8 @@ pub async fn all(p: Params) -> anyhow::Result<()> {
     };
 
     // Direct and tunnel, interleaved. The machine's busy time minus ours
-    // tells how much other processes disturbed the measurements.
+    // tells how much other processes disturbed the measurements (a few
+    // percent remain on a quiet machine: ksoftirqd carrying loopback traffic).
     let load0 = (
         procs::machine_busy_ticks(),
         procs::self_cpu_s() + novas.proc.cpu_s() + novac.cpu_s(),
@@ -393,15 +393,44 @@ fn gen_token(bins: &Bins) -> anyhow::Result<String> {
     Ok(t)
 }
 
-/// `n` distinct free ports on 127.0.0.1 (bound together, then released).
+/// `n` distinct free ports on 127.0.0.1 for novas's resource listeners,
+/// outside the kernel's ephemeral range: a port from that range, released
+/// here, can be taken as the local port of any outgoing connection before
+/// novas binds it.
 fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    let ls = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(ls
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<Result<Vec<_>, _>>()?)
+    let (eph_lo, eph_hi) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|x| x.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    let (lo, hi) = if eph_lo > 12_000 {
+        (10_000u16, eph_lo - 1)
+    } else {
+        (eph_hi.saturating_add(1), 65_535)
+    };
+    let span = u32::from(hi - lo) + 1;
+    // A start point that differs between concurrent runs.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    let mut held = Vec::new();
+    for i in 0..span {
+        let port = lo + ((seed.wrapping_add(i.wrapping_mul(7919))) % span) as u16;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+            if held.len() == n {
+                return Ok(held
+                    .iter()
+                    .filter_map(|l| l.local_addr().ok())
+                    .map(|a| a.port())
+                    .collect());
+            }
+        }
+    }
+    bail!("no {n} free ports in {lo}-{hi}")
 }
 
 fn resources_yaml(res: &[(&str, u16, SocketAddr)]) -> String {

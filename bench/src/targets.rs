@@ -4,13 +4,18 @@
 //! Sink protocol: read until EOF, then answer the byte count as a big-endian
 //! u64, so the sender learns what actually arrived. Source: write until the
 //! peer goes away. Echo: write back every byte.
+//!
+//! The targets run on their own thread with a single-threaded runtime, like
+//! a separate server process: client and target then never share a worker,
+//! which would make direct round trips bimodal (same worker or not).
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, thread::JoinHandle};
 
+use anyhow::Context;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    task::JoinHandle,
+    sync::oneshot,
 };
 
 /// Read/write chunk of the bulk endpoints.
@@ -20,13 +25,16 @@ pub struct Targets {
     pub sink: SocketAddr,
     pub source: SocketAddr,
     pub echo: SocketAddr,
-    tasks: Vec<JoinHandle<()>>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Drop for Targets {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
+        // Dropping the runtime at the end of the thread ends every task.
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
@@ -38,19 +46,45 @@ enum Kind {
     Echo,
 }
 
-pub async fn start() -> anyhow::Result<Targets> {
+/// Starts the three targets on 127.0.0.1 (ephemeral ports) on their own thread.
+pub fn start() -> anyhow::Result<Targets> {
+    let mut listeners = Vec::new();
     let mut addrs = Vec::new();
-    let mut tasks = Vec::new();
-    for kind in [Kind::Sink, Kind::Source, Kind::Echo] {
-        let l = TcpListener::bind("127.0.0.1:0").await?;
+    for _ in 0..3 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.set_nonblocking(true)?;
         addrs.push(l.local_addr()?);
-        tasks.push(tokio::spawn(accept_loop(l, kind)));
+        listeners.push(l);
     }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("targets runtime")?;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("targets".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                for (l, kind) in listeners
+                    .into_iter()
+                    .zip([Kind::Sink, Kind::Source, Kind::Echo])
+                {
+                    match TcpListener::from_std(l) {
+                        Ok(l) => {
+                            tokio::spawn(accept_loop(l, kind));
+                        }
+                        Err(e) => eprintln!("nova-bench: target listener: {e}"),
+                    }
+                }
+                let _ = stop_rx.await;
+            });
+        })?;
     Ok(Targets {
         sink: addrs[0],
         source: addrs[1],
         echo: addrs[2],
-        tasks,
+        stop: Some(stop_tx),
+        thread: Some(thread),
     })
 }
 
