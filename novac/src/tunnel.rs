@@ -5,14 +5,13 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::{
     io::{AsyncWriteExt, ReadHalf, WriteHalf},
-    sync::mpsc,
     time::Instant,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 use tunnel_proto::{
     control::{self, dead_after, Control},
-    io::{read_frame, write_frame, FrameIoError},
+    io::{read_frame, spawn_frame_reader, write_frame, FrameIoError},
     transport::{Connector, Tunnel, TunnelStream},
     PROTO_VERSION,
 };
@@ -159,25 +158,14 @@ async fn register(
 async fn serve(
     server: &str,
     tunnel: &mut Tunnel,
-    mut rd: ReadHalf<TunnelStream>,
+    rd: ReadHalf<TunnelStream>,
     mut wr: WriteHalf<TunnelStream>,
     interval: Duration,
     ctx: &Arc<session::SessionCtx>,
     shutdown: &CancellationToken,
     grace: Duration,
 ) -> Ended {
-    // Control frames are read by their own task so a slow write never
-    // delays noticing the peer.
-    let (frames_tx, mut frames) = mpsc::channel::<Result<Control, FrameIoError>>(16);
-    let reader = tokio::spawn(async move {
-        loop {
-            let r = read_frame::<Control, _>(&mut rd).await;
-            let stop = r.is_err();
-            if frames_tx.send(r).await.is_err() || stop {
-                break;
-            }
-        }
-    });
+    let (mut frames, reader) = spawn_frame_reader::<Control, _>(rd);
     let sessions = TaskTracker::new();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -12,14 +12,14 @@ use std::{
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf},
     net::{TcpListener, TcpStream},
-    sync::{mpsc, Semaphore},
+    sync::Semaphore,
 };
 use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 use tunnel_proto::{
     control::{self, dead_after, validate_name, Control, Preface, RejectCode, PREFACE_LEN},
-    io::{read_frame, write_frame, FrameIoError},
+    io::{read_frame, spawn_frame_reader, write_frame, FrameIoError},
     secret::token_eq,
     transport::{tls_yamux, Tunnel, TunnelStream},
     Secret, PROTO_VERSION,
@@ -267,22 +267,13 @@ async fn reject(wr: &mut WriteHalf<TunnelStream>, code: RejectCode, message: &st
 /// Heartbeats and control messages until the agent goes away.
 async fn control_loop(
     tunnel: &Tunnel,
-    mut rd: ReadHalf<TunnelStream>,
+    rd: ReadHalf<TunnelStream>,
     wr: &mut WriteHalf<TunnelStream>,
     agent: &Agent,
     ctx: &ListenerCtx,
     shutdown: &CancellationToken,
 ) -> String {
-    let (frames_tx, mut frames) = mpsc::channel::<Result<Control, FrameIoError>>(16);
-    let reader = tokio::spawn(async move {
-        loop {
-            let r = read_frame::<Control, _>(&mut rd).await;
-            let stop = r.is_err();
-            if frames_tx.send(r).await.is_err() || stop {
-                break;
-            }
-        }
-    });
+    let (mut frames, reader) = spawn_frame_reader::<Control, _>(rd);
     let mut ticker = tokio::time::interval(ctx.heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();

@@ -61,6 +61,32 @@ where
     Ok(())
 }
 
+/// Reads frames on a task of their own until the stream ends or fails (the
+/// last item is then the error), so that a slow write on the other half
+/// never delays noticing the peer. Aborting the handle stops the reader.
+pub fn spawn_frame_reader<T, R>(
+    mut rd: R,
+) -> (
+    tokio::sync::mpsc::Receiver<Result<T, FrameIoError>>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    T: DeserializeOwned + Send + 'static,
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let handle = tokio::spawn(async move {
+        loop {
+            let r = read_frame::<T, _>(&mut rd).await;
+            let stop = r.is_err();
+            if tx.send(r).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    (rx, handle)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
