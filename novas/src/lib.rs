@@ -1,5 +1,6 @@
 //! NOVAS, the access server.
 //!
+//! - [`access`]: users' passwords, policies, SQL statement classification.
 //! - [`config`]: NOVAS_* variables and flags, validated at start.
 //! - [`agent_listener`]: the agent port (TLS + yamux, Hello, heartbeats).
 //! - [`registry`]: connected agents, selection across HA replicas.
@@ -10,6 +11,7 @@
 //! - [`cli`]: the `tunnels`, `fingerprint` and `gen-token` subcommands.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod agent_listener;
 pub mod cli;
 pub mod config;

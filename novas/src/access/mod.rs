@@ -1,0 +1,13 @@
+//! The access core: who may reach which resource, as which account, and
+//! which statements they may run.
+//!
+//! - [`sql`]: statement classification with sqlparser.
+//! - [`policy`]: the policy file, `authorize` and per-statement `check`.
+//! - [`password`]: argon2 hashing of NOVAS user passwords.
+
+pub mod password;
+pub mod policy;
+pub mod sql;
+
+pub use policy::{Denied, Identity, Permit, Policies, Policy, StatementDecision};
+pub use sql::{SqlDialect, StatementKind};

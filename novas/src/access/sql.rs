@@ -1,0 +1,574 @@
+//! Statement classification with a real SQL parser (sqlparser), so that a
+//! policy can say "read-only" or "no DROP" and mean it.
+//!
+//! Each statement gets one [`StatementKind`]. Read-only means: cannot change
+//! data, schema, privileges or the session's read-only guard. Anything the
+//! parser cannot understand is [`StatementKind::Unparsed`], which is never
+//! read-only: a restricted policy refuses what it cannot see into.
+
+use std::fmt;
+
+use sqlparser::{
+    ast::{Query, Set as SetStatement, SetExpr, Statement, TransactionAccessMode, TransactionMode},
+    dialect::{Dialect, MySqlDialect, PostgreSqlDialect},
+    parser::Parser,
+};
+
+/// Which SQL grammar to parse with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlDialect {
+    Postgres,
+    MySql,
+}
+
+/// What a statement does, at the granularity policies speak about. The
+/// `as_str` names are the words used in a policy's `deny` list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StatementKind {
+    Select,
+    /// SELECT … FOR UPDATE/SHARE: reads, but takes row locks.
+    SelectForUpdate,
+    /// SELECT … INTO new_table: creates a table.
+    SelectInto,
+    Insert,
+    Update,
+    UpdateWithoutWhere,
+    Delete,
+    DeleteWithoutWhere,
+    Merge,
+    CopyFrom,
+    CopyTo,
+    Create,
+    Alter,
+    Drop,
+    Truncate,
+    Grant,
+    Revoke,
+    /// EXPLAIN without ANALYZE (EXPLAIN ANALYZE is classified by what it runs).
+    Explain,
+    Show,
+    Set,
+    /// SET of something that lifts a guard: read-only mode, role, session
+    /// authorization.
+    SetPrivileged,
+    Transaction,
+    /// BEGIN/START TRANSACTION READ WRITE or SET TRANSACTION READ WRITE.
+    TransactionReadWrite,
+    Prepare,
+    /// SQL-level EXECUTE of a named prepared statement: what it runs is not
+    /// visible here.
+    Execute,
+    Deallocate,
+    Call,
+    Lock,
+    Maintenance,
+    Listen,
+    Notify,
+    Use,
+    Kill,
+    Other,
+    Unparsed,
+    Empty,
+}
+
+impl StatementKind {
+    pub fn as_str(self) -> &'static str {
+        use StatementKind::*;
+        match self {
+            Select => "select",
+            SelectForUpdate => "select_for_update",
+            SelectInto => "select_into",
+            Insert => "insert",
+            Update => "update",
+            UpdateWithoutWhere => "update_without_where",
+            Delete => "delete",
+            DeleteWithoutWhere => "delete_without_where",
+            Merge => "merge",
+            CopyFrom => "copy_from",
+            CopyTo => "copy_to",
+            Create => "create",
+            Alter => "alter",
+            Drop => "drop",
+            Truncate => "truncate",
+            Grant => "grant",
+            Revoke => "revoke",
+            Explain => "explain",
+            Show => "show",
+            Set => "set",
+            SetPrivileged => "set_privileged",
+            Transaction => "transaction",
+            TransactionReadWrite => "transaction_read_write",
+            Prepare => "prepare",
+            Execute => "execute",
+            Deallocate => "deallocate",
+            Call => "call",
+            Lock => "lock",
+            Maintenance => "maintenance",
+            Listen => "listen",
+            Notify => "notify",
+            Use => "use",
+            Kill => "kill",
+            Other => "other",
+            Unparsed => "unparsed",
+            Empty => "empty",
+        }
+    }
+
+    /// Every kind, for validating policy files.
+    pub const ALL: [StatementKind; 36] = {
+        use StatementKind::*;
+        [
+            Select,
+            SelectForUpdate,
+            SelectInto,
+            Insert,
+            Update,
+            UpdateWithoutWhere,
+            Delete,
+            DeleteWithoutWhere,
+            Merge,
+            CopyFrom,
+            CopyTo,
+            Create,
+            Alter,
+            Drop,
+            Truncate,
+            Grant,
+            Revoke,
+            Explain,
+            Show,
+            Set,
+            SetPrivileged,
+            Transaction,
+            TransactionReadWrite,
+            Prepare,
+            Execute,
+            Deallocate,
+            Call,
+            Lock,
+            Maintenance,
+            Listen,
+            Notify,
+            Use,
+            Kill,
+            Other,
+            Unparsed,
+            Empty,
+        ]
+    };
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether a read-only policy lets it through.
+    pub fn is_read_only(self) -> bool {
+        use StatementKind::*;
+        matches!(
+            self,
+            Select
+                | CopyTo
+                | Explain
+                | Show
+                | Set
+                | Transaction
+                | Deallocate
+                | Listen
+                | Use
+                | Empty
+        )
+    }
+
+    /// Kinds a deny-list entry also covers: denying `delete` denies a DELETE
+    /// without WHERE too, denying `update` likewise.
+    pub fn covered_by(self, denied: StatementKind) -> bool {
+        use StatementKind::*;
+        self == denied
+            || matches!(
+                (self, denied),
+                (DeleteWithoutWhere, Delete) | (UpdateWithoutWhere, Update)
+            )
+    }
+}
+
+impl fmt::Display for StatementKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One statement of a request, with the text the audit records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    pub kind: StatementKind,
+    /// Why it is `Unparsed`, for the denial message.
+    pub parse_error: Option<String>,
+}
+
+/// Classifies every statement in `sql` (one simple-protocol query may hold
+/// several). An empty or comment-only text is one `Empty` statement.
+pub fn classify(dialect: SqlDialect, sql: &str) -> Vec<Classified> {
+    let parsed = match dialect {
+        SqlDialect::Postgres => parse(&PostgreSqlDialect {}, sql),
+        SqlDialect::MySql => parse(&MySqlDialect {}, sql),
+    };
+    match parsed {
+        Ok(stmts) if stmts.is_empty() => vec![Classified {
+            kind: StatementKind::Empty,
+            parse_error: None,
+        }],
+        Ok(stmts) => stmts
+            .iter()
+            .map(|s| Classified {
+                kind: kind_of(s),
+                parse_error: None,
+            })
+            .collect(),
+        Err(e) => vec![Classified {
+            kind: StatementKind::Unparsed,
+            parse_error: Some(e),
+        }],
+    }
+}
+
+fn parse(dialect: &dyn Dialect, sql: &str) -> Result<Vec<Statement>, String> {
+    Parser::parse_sql(dialect, sql).map_err(|e| e.to_string())
+}
+
+fn kind_of(stmt: &Statement) -> StatementKind {
+    use StatementKind as K;
+    match stmt {
+        Statement::Query(q) => query_kind(q),
+        Statement::Insert(_) => K::Insert,
+        Statement::Update(u) => {
+            if u.selection.is_some() {
+                K::Update
+            } else {
+                K::UpdateWithoutWhere
+            }
+        }
+        Statement::Delete(d) => {
+            if d.selection.is_some() || d.using.is_some() {
+                K::Delete
+            } else {
+                K::DeleteWithoutWhere
+            }
+        }
+        Statement::Merge(_) => K::Merge,
+        Statement::Copy { to, .. } => {
+            if *to {
+                K::CopyTo
+            } else {
+                K::CopyFrom
+            }
+        }
+        Statement::LoadData { .. } => K::CopyFrom,
+        Statement::Truncate(_) => K::Truncate,
+        Statement::Grant(_) | Statement::GrantRole(_) | Statement::AlterDefaultPrivileges(_) => {
+            K::Grant
+        }
+        Statement::Revoke(_) | Statement::RevokeRole(_) | Statement::Deny(_) => K::Revoke,
+        Statement::Explain {
+            analyze, statement, ..
+        } => {
+            // EXPLAIN ANALYZE executes its statement.
+            let inner = kind_of(statement);
+            if *analyze && !inner.is_read_only() {
+                inner
+            } else {
+                K::Explain
+            }
+        }
+        Statement::ExplainTable { .. } => K::Explain,
+        Statement::ShowFunctions { .. }
+        | Statement::ShowVariable { .. }
+        | Statement::ShowStatus { .. }
+        | Statement::ShowVariables { .. }
+        | Statement::ShowCreate { .. }
+        | Statement::ShowColumns { .. }
+        | Statement::ShowCatalogs { .. }
+        | Statement::ShowDatabases { .. }
+        | Statement::ShowProcessList { .. }
+        | Statement::ShowSchemas { .. }
+        | Statement::ShowCharset(_)
+        | Statement::ShowObjects(_)
+        | Statement::ShowTables { .. }
+        | Statement::ShowViews { .. }
+        | Statement::ShowCollation { .. } => K::Show,
+        Statement::Set(set) => set_kind(set),
+        Statement::StartTransaction { modes, .. } => transaction_kind(modes),
+        Statement::Commit { .. }
+        | Statement::Rollback { .. }
+        | Statement::Savepoint { .. }
+        | Statement::ReleaseSavepoint { .. } => K::Transaction,
+        Statement::Prepare { statement, .. } => {
+            // Preparing a write is as good as running it later.
+            let inner = kind_of(statement);
+            if inner.is_read_only() {
+                K::Prepare
+            } else {
+                inner
+            }
+        }
+        Statement::Execute { .. } => K::Execute,
+        Statement::Deallocate { .. } | Statement::Discard { .. } | Statement::Reset(_) => {
+            K::Deallocate
+        }
+        Statement::Call(_) => K::Call,
+        Statement::Lock(_) | Statement::LockTables { .. } | Statement::UnlockTables => K::Lock,
+        Statement::Analyze(_)
+        | Statement::Vacuum(_)
+        | Statement::OptimizeTable { .. }
+        | Statement::RefreshMaterializedView(_)
+        | Statement::Flush { .. }
+        | Statement::Cache { .. }
+        | Statement::UNCache { .. }
+        | Statement::Msck(_)
+        | Statement::Pragma { .. } => K::Maintenance,
+        Statement::LISTEN { .. } | Statement::UNLISTEN { .. } => K::Listen,
+        Statement::NOTIFY { .. } => K::Notify,
+        Statement::Use(_) => K::Use,
+        Statement::Kill { .. } => K::Kill,
+        Statement::Declare { .. }
+        | Statement::Fetch { .. }
+        | Statement::Close { .. }
+        | Statement::Open(_) => K::Other,
+        Statement::Drop { .. }
+        | Statement::DropFunction(_)
+        | Statement::DropDomain(_)
+        | Statement::DropProcedure { .. }
+        | Statement::DropSecret { .. }
+        | Statement::DropPolicy(_)
+        | Statement::DropRule(_)
+        | Statement::DropConnector { .. }
+        | Statement::DropExtension(_)
+        | Statement::DropOperator(_)
+        | Statement::DropOperatorFamily(_)
+        | Statement::DropOperatorClass(_)
+        | Statement::DropTrigger(_) => K::Drop,
+        other => ddl_kind(other),
+    }
+}
+
+/// The remaining statements are DDL or administration; name them by their
+/// leading keyword, which is stable across sqlparser releases where the
+/// variant list is not.
+fn ddl_kind(stmt: &Statement) -> StatementKind {
+    let text = stmt.to_string();
+    let first = text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    match first.as_str() {
+        "CREATE" | "COMMENT" | "INSTALL" | "ATTACH" => StatementKind::Create,
+        "ALTER" | "RENAME" => StatementKind::Alter,
+        "DROP" | "DETACH" => StatementKind::Drop,
+        _ => StatementKind::Other,
+    }
+}
+
+fn query_kind(q: &Query) -> StatementKind {
+    // A data-modifying CTE (WITH d AS (DELETE …) SELECT …) writes.
+    if let Some(with) = &q.with {
+        for cte in &with.cte_tables {
+            let k = query_kind(&cte.query);
+            if !k.is_read_only() {
+                return k;
+            }
+        }
+    }
+    let body = set_expr_kind(&q.body);
+    if body != StatementKind::Select {
+        return body;
+    }
+    if !q.locks.is_empty() {
+        return StatementKind::SelectForUpdate;
+    }
+    StatementKind::Select
+}
+
+fn set_expr_kind(e: &SetExpr) -> StatementKind {
+    match e {
+        SetExpr::Select(s) => {
+            if s.into.is_some() {
+                StatementKind::SelectInto
+            } else {
+                StatementKind::Select
+            }
+        }
+        SetExpr::Query(q) => query_kind(q),
+        SetExpr::SetOperation { left, right, .. } => {
+            let l = set_expr_kind(left);
+            if l != StatementKind::Select {
+                l
+            } else {
+                set_expr_kind(right)
+            }
+        }
+        SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) | SetExpr::Merge(s) => {
+            kind_of(s)
+        }
+        SetExpr::Values(_) | SetExpr::Table(_) => StatementKind::Select,
+    }
+}
+
+fn set_kind(set: &SetStatement) -> StatementKind {
+    match set {
+        SetStatement::SetRole { .. } | SetStatement::SetSessionAuthorization(_) => {
+            StatementKind::SetPrivileged
+        }
+        SetStatement::SetTransaction { modes, .. } => transaction_kind(modes),
+        other => {
+            // Anything touching the read-only guard lifts it, whatever the
+            // spelling (transaction_read_only, default_transaction_read_only,
+            // SESSION CHARACTERISTICS, tx_read_only in MySQL).
+            let text = other.to_string().to_ascii_lowercase();
+            if text.contains("read_only")
+                || text.contains("read write")
+                || text.contains("characteristics")
+                || text.contains("role")
+                || text.contains("authorization")
+            {
+                StatementKind::SetPrivileged
+            } else {
+                StatementKind::Set
+            }
+        }
+    }
+}
+
+fn transaction_kind(modes: &[TransactionMode]) -> StatementKind {
+    if modes.iter().any(|m| {
+        matches!(
+            m,
+            TransactionMode::AccessMode(TransactionAccessMode::ReadWrite)
+        )
+    }) {
+        StatementKind::TransactionReadWrite
+    } else {
+        StatementKind::Transaction
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use StatementKind as K;
+
+    fn kinds(d: SqlDialect, sql: &str) -> Vec<StatementKind> {
+        classify(d, sql).into_iter().map(|c| c.kind).collect()
+    }
+
+    #[test]
+    fn postgres_statements_are_classified() {
+        let pg = SqlDialect::Postgres;
+        for (sql, want) in [
+            ("SELECT 1", K::Select),
+            ("select * from t where a = 1 order by b limit 3", K::Select),
+            ("SELECT * FROM t FOR UPDATE", K::SelectForUpdate),
+            ("SELECT * INTO newt FROM t", K::SelectInto),
+            ("VALUES (1), (2)", K::Select),
+            ("INSERT INTO t VALUES (1)", K::Insert),
+            ("UPDATE t SET a = 1 WHERE id = 2", K::Update),
+            ("UPDATE t SET a = 1", K::UpdateWithoutWhere),
+            ("DELETE FROM t WHERE id = 1", K::Delete),
+            ("DELETE FROM t", K::DeleteWithoutWhere),
+            (
+                "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+                K::DeleteWithoutWhere,
+            ),
+            ("WITH x AS (SELECT 1) SELECT * FROM x", K::Select),
+            ("COPY t FROM STDIN", K::CopyFrom),
+            ("COPY t TO STDOUT", K::CopyTo),
+            ("COPY (SELECT 1) TO STDOUT", K::CopyTo),
+            ("CREATE TABLE x (a int)", K::Create),
+            ("CREATE INDEX i ON t (a)", K::Create),
+            ("ALTER TABLE t ADD COLUMN b int", K::Alter),
+            ("DROP TABLE t", K::Drop),
+            ("TRUNCATE t", K::Truncate),
+            ("GRANT SELECT ON t TO bob", K::Grant),
+            ("REVOKE SELECT ON t FROM bob", K::Revoke),
+            ("EXPLAIN SELECT 1", K::Explain),
+            ("EXPLAIN ANALYZE SELECT 1", K::Explain),
+            ("EXPLAIN ANALYZE DELETE FROM t", K::DeleteWithoutWhere),
+            ("SHOW search_path", K::Show),
+            ("SET search_path = public", K::Set),
+            ("SET default_transaction_read_only = off", K::SetPrivileged),
+            (
+                "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+                K::TransactionReadWrite,
+            ),
+            ("SET ROLE admin", K::SetPrivileged),
+            ("BEGIN", K::Transaction),
+            ("BEGIN READ WRITE", K::TransactionReadWrite),
+            ("START TRANSACTION READ ONLY", K::Transaction),
+            ("COMMIT", K::Transaction),
+            ("ROLLBACK", K::Transaction),
+            ("PREPARE p AS SELECT 1", K::Prepare),
+            ("PREPARE p AS DELETE FROM t", K::DeleteWithoutWhere),
+            ("EXECUTE p", K::Execute),
+            ("DEALLOCATE p", K::Deallocate),
+            ("VACUUM t", K::Maintenance),
+            ("LISTEN ch", K::Listen),
+            ("NOTIFY ch", K::Notify),
+            ("LOCK TABLE t", K::Lock),
+        ] {
+            assert_eq!(kinds(pg, sql), vec![want], "{sql}");
+        }
+    }
+
+    #[test]
+    fn mysql_statements_are_classified() {
+        let my = SqlDialect::MySql;
+        for (sql, want) in [
+            ("SELECT * FROM `t` WHERE a = 1", K::Select),
+            ("SHOW TABLES", K::Show),
+            ("SHOW DATABASES", K::Show),
+            ("USE db", K::Use),
+            ("INSERT INTO t (a) VALUES (1)", K::Insert),
+            ("REPLACE INTO t (a) VALUES (1)", K::Insert),
+            ("DELETE FROM t", K::DeleteWithoutWhere),
+            ("DROP DATABASE d", K::Drop),
+            ("SET NAMES utf8mb4", K::Set),
+            ("SET autocommit = 1", K::Set),
+            (
+                "SET SESSION TRANSACTION READ WRITE",
+                K::TransactionReadWrite,
+            ),
+        ] {
+            assert_eq!(kinds(my, sql), vec![want], "{sql}");
+        }
+    }
+
+    #[test]
+    fn several_statements_and_edge_cases() {
+        let pg = SqlDialect::Postgres;
+        assert_eq!(
+            kinds(pg, "SELECT 1; DROP TABLE t;"),
+            vec![K::Select, K::Drop]
+        );
+        assert_eq!(kinds(pg, ""), vec![K::Empty]);
+        assert_eq!(kinds(pg, "  ;  "), vec![K::Empty]);
+        assert_eq!(kinds(pg, "-- only a comment"), vec![K::Empty]);
+        let c = classify(pg, "SELEKT everything");
+        assert_eq!(c[0].kind, K::Unparsed);
+        assert!(c[0].parse_error.is_some());
+        // A hostile nesting depth is a parse error, not a stack overflow.
+        let deep = format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000));
+        assert_eq!(kinds(pg, &deep), vec![K::Unparsed]);
+    }
+
+    #[test]
+    fn read_only_and_deny_coverage() {
+        assert!(K::Select.is_read_only());
+        assert!(!K::SelectForUpdate.is_read_only());
+        assert!(!K::Unparsed.is_read_only());
+        assert!(!K::SetPrivileged.is_read_only());
+        assert!(K::DeleteWithoutWhere.covered_by(K::Delete));
+        assert!(!K::Delete.covered_by(K::DeleteWithoutWhere));
+        for k in StatementKind::ALL {
+            assert_eq!(StatementKind::parse(k.as_str()), Some(k));
+        }
+    }
+}
