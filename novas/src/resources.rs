@@ -3,7 +3,9 @@
 use std::{collections::HashSet, path::Path};
 
 use serde::Deserialize;
-use tunnel_proto::{stream::split_target, StreamKind};
+use tunnel_proto::{stream::split_target, Secret, StreamKind};
+
+use crate::access::Policies;
 
 use crate::registry::Selector;
 
@@ -28,6 +30,34 @@ struct RawResource {
     #[serde(default)]
     listen: Option<u16>,
     agent: Selector,
+    /// Database resources: the database to open when the client names none.
+    #[serde(default)]
+    database: Option<String>,
+    /// Database resources: the accounts NOVAS logs in with upstream.
+    #[serde(default)]
+    accounts: Vec<RawAccount>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    name: String,
+    username: String,
+    #[serde(default)]
+    password_env: Option<String>,
+    #[serde(default)]
+    password_file: Option<String>,
+}
+
+/// Upstream credentials of a database resource. The password stays inside
+/// NOVAS: it is never printed, logged or sent to a user.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// The name policies refer to.
+    pub name: String,
+    /// The database user name.
+    pub username: String,
+    pub password: Secret,
 }
 
 /// A validated resource.
@@ -38,6 +68,19 @@ pub struct Resource {
     pub target: String,
     pub listen_port: u16,
     pub selector: Selector,
+    pub database: Option<String>,
+    pub accounts: Vec<Account>,
+}
+
+impl Resource {
+    /// The account a policy asks for; `None` means the only one.
+    pub fn account(&self, name: Option<&str>) -> Option<&Account> {
+        match name {
+            Some(n) => self.accounts.iter().find(|a| a.name == n),
+            None if self.accounts.len() == 1 => self.accounts.first(),
+            None => None,
+        }
+    }
 }
 
 /// Why a resources file is refused.
@@ -60,7 +103,45 @@ pub enum ResourcesError {
 pub fn load(path: &Path) -> Result<Vec<Resource>, ResourcesError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ResourcesError::Read(file.clone(), e))?;
-    parse(&text, &file)
+    parse_with(&text, &file, &|var| std::env::var(var).ok())
+}
+
+/// Reads an account's password from its variable or file. Errors name the
+/// source, never the value.
+fn account_password(
+    a: &RawAccount,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Secret, String> {
+    let value = match (&a.password_env, &a.password_file) {
+        (Some(var), None) => {
+            env(var).ok_or_else(|| format!("account {:?}: variable {var} is not set", a.name))?
+        }
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| {
+                format!(
+                    "account {:?}: cannot read password_file {path}: {e}",
+                    a.name
+                )
+            })?
+            .trim_end_matches(['\n', '\r'])
+            .to_string(),
+        (None, None) => {
+            return Err(format!(
+                "account {:?}: needs password_env or password_file",
+                a.name
+            ))
+        }
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "account {:?}: give password_env or password_file, not both",
+                a.name
+            ))
+        }
+    };
+    if value.is_empty() {
+        return Err(format!("account {:?}: the password is empty", a.name));
+    }
+    Ok(Secret::new(value))
 }
 
 fn parse_range(s: &str) -> Option<(u16, u16)> {
@@ -69,7 +150,16 @@ fn parse_range(s: &str) -> Option<(u16, u16)> {
     (a > 0 && a <= b).then_some((a, b))
 }
 
+#[cfg(test)]
 pub fn parse(text: &str, file: &str) -> Result<Vec<Resource>, ResourcesError> {
+    parse_with(text, file, &|_| None)
+}
+
+pub fn parse_with(
+    text: &str,
+    file: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Resource>, ResourcesError> {
     let raw: File =
         serde_yaml::from_str(text).map_err(|e| ResourcesError::Parse(file.into(), e))?;
     let range = match &raw.listen_range {
@@ -95,13 +185,47 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Resource>, ResourcesError> {
         }
         let kind = match r.kind.as_str() {
             "tcp" => StreamKind::Tcp,
+            "postgres" => StreamKind::Postgres,
+            "mysql" => StreamKind::Mysql,
             other => {
                 return Err(invalid(
                     &r.name,
-                    format!("kind {other:?} is not supported yet (supported: tcp)"),
+                    format!(
+                        "kind {other:?} is not supported yet (supported: tcp, postgres, mysql)"
+                    ),
                 ))
             }
         };
+        let mut accounts = Vec::new();
+        for a in &r.accounts {
+            if accounts.iter().any(|x: &Account| x.name == a.name) {
+                return Err(invalid(
+                    &r.name,
+                    format!("account {:?} is declared twice", a.name),
+                ));
+            }
+            let password = account_password(a, env).map_err(|m| invalid(&r.name, m))?;
+            accounts.push(Account {
+                name: a.name.clone(),
+                username: a.username.clone(),
+                password,
+            });
+        }
+        match kind {
+            StreamKind::Tcp if !accounts.is_empty() || r.database.is_some() => {
+                return Err(invalid(
+                    &r.name,
+                    "accounts and database apply to postgres and mysql resources only".into(),
+                ))
+            }
+            StreamKind::Postgres | StreamKind::Mysql if accounts.is_empty() => {
+                return Err(invalid(
+                    &r.name,
+                    "a database resource needs at least one account (username + password_env or password_file)".into(),
+                ))
+            }
+            _ => {}
+        }
         split_target(&r.target).map_err(|m| invalid(&r.name, m))?;
         if r.agent.name.is_none() && r.agent.tags.is_empty() {
             return Err(invalid(
@@ -136,14 +260,109 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Resource>, ResourcesError> {
             target: r.target,
             listen_port,
             selector: r.agent,
+            database: r.database,
+            accounts,
         });
     }
     Ok(out)
 }
 
+/// Every policy must name accounts that exist on the database resources
+/// it covers, or a user would only find out at login.
+pub fn check_policies(resources: &[Resource], policies: &Policies) -> Result<(), String> {
+    for p in policies.iter() {
+        for r in resources.iter().filter(|r| p.covers_resource(&r.name)) {
+            if r.kind == StreamKind::Tcp {
+                continue;
+            }
+            if r.account(p.account.as_deref()).is_none() {
+                return Err(match &p.account {
+                    Some(a) => format!(
+                        "policy {:?}: resource {:?} has no account {a:?}",
+                        p.name, r.name
+                    ),
+                    None => format!(
+                        "policy {:?}: resource {:?} has several accounts; say which with `account:`",
+                        p.name, r.name
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_resources_carry_accounts() {
+        let y = r#"
+resources:
+  - name: pg
+    kind: postgres
+    target: "10.0.1.5:5432"
+    database: app
+    agent: { tags: { VPC: dev } }
+    accounts:
+      - { name: rw, username: app, password_env: PG_RW }
+      - { name: ro, username: reader, password_env: PG_RO }
+  - name: my
+    kind: mysql
+    target: "db:3306"
+    agent: { name: a }
+    accounts: [{ name: app, username: app, password_env: MY }]
+"#;
+        let env = |v: &str| match v {
+            "PG_RW" => Some("s3cret-rw".to_string()),
+            "PG_RO" => Some("s3cret-ro".to_string()),
+            "MY" => Some("my-pw".to_string()),
+            _ => None,
+        };
+        let r = parse_with(y, "r.yaml", &env).expect("parse");
+        assert_eq!(r[0].kind, StreamKind::Postgres);
+        assert_eq!(r[0].database.as_deref(), Some("app"));
+        assert_eq!(
+            r[0].account(Some("ro")).map(|a| a.username.as_str()),
+            Some("reader")
+        );
+        assert_eq!(
+            r[0].account(Some("ro")).map(|a| a.password.expose()),
+            Some("s3cret-ro")
+        );
+        assert!(r[0].account(None).is_none(), "two accounts: must be named");
+        assert_eq!(r[1].account(None).map(|a| a.name.as_str()), Some("app"));
+        // The password never shows in Debug output.
+        assert!(!format!("{r:?}").contains("s3cret"));
+
+        let err = parse_with(y, "r.yaml", &|_| None)
+            .expect_err("unset")
+            .to_string();
+        assert!(err.contains("PG_RW") && err.contains("\"pg\""), "{err}");
+
+        let pol = Policies::parse(
+            "policies: [{name: p1, users: [u], resources: [pg], account: rw}, {name: p2, users: [u], resources: [my]}]",
+            "p",
+        )
+        .expect("policies");
+        check_policies(&r, &pol).expect("valid");
+        let pol = Policies::parse(
+            "policies: [{name: p3, users: [u], resources: [\"*\"]}]",
+            "p",
+        )
+        .expect("policies");
+        let e = check_policies(&r, &pol).expect_err("ambiguous");
+        assert!(e.contains("p3") && e.contains("several accounts"), "{e}");
+        let pol = Policies::parse(
+            "policies: [{name: p4, users: [u], resources: [pg], account: nope}]",
+            "p",
+        )
+        .expect("policies");
+        assert!(check_policies(&r, &pol)
+            .expect_err("missing")
+            .contains("nope"));
+    }
 
     #[test]
     fn ports_are_assigned_from_the_range() {
@@ -164,6 +383,12 @@ resources:
         for (y, needle) in [
             ("resources: [{name: a, kind: tcp, target: nope, agent: {name: x}}]", "\"a\""),
             ("resources: [{name: a, kind: ftp, target: h:1, agent: {name: x}}]", "not supported"),
+            ("resources: [{name: a, kind: postgres, target: h:1, agent: {name: x}}]", "account"),
+            ("resources: [{name: a, kind: tcp, target: h:1, agent: {name: x}, database: d}]", "postgres and mysql"),
+            (
+                "resources: [{name: a, kind: mysql, target: h:1, agent: {name: x}, accounts: [{name: a, username: u}]}]",
+                "password_env or password_file",
+            ),
             ("resources: [{name: a, kind: tcp, target: h:1, agent: {}}]", "selector"),
             ("resources: [{name: a, kind: tcp, target: h:1, agent: {name: x}, extra: 1}]", "extra"),
             (
