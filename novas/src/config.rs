@@ -37,6 +37,9 @@ pub struct ServeFlags {
     /// NOVAS_RESOURCES: YAML resources file
     #[arg(long)]
     pub resources: Option<String>,
+    /// NOVAS_POLICIES: YAML policy file (who reaches which resource, how)
+    #[arg(long)]
+    pub policies: Option<String>,
     /// NOVAS_ADMIN_TOKEN: bearer token for /api (default: generated in the data dir)
     #[arg(long)]
     pub admin_token: Option<String>,
@@ -65,6 +68,7 @@ struct EnvVars {
     tls_key: Option<String>,
     tls_names: Option<String>,
     resources: Option<String>,
+    policies: Option<String>,
     admin_token: Option<String>,
     heartbeat_interval: Option<String>,
     handshake_timeout: Option<String>,
@@ -93,6 +97,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub tls: TlsSource,
     pub resources: Option<PathBuf>,
+    pub policies: Option<PathBuf>,
     pub admin_token: Option<Secret>,
     pub heartbeat: Duration,
     pub handshake_timeout: Duration,
@@ -245,6 +250,7 @@ impl Config {
                 .into(),
             tls,
             resources: pick(f.resources, e.resources).map(PathBuf::from),
+            policies: pick(f.policies, e.policies).map(PathBuf::from),
             admin_token,
             heartbeat: duration(
                 "NOVAS_HEARTBEAT_INTERVAL",

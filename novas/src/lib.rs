@@ -5,6 +5,8 @@
 //! - [`agent_listener`]: the agent port (TLS + yamux, Hello, heartbeats).
 //! - [`registry`]: connected agents, selection across HA replicas.
 //! - [`resources`]: the YAML resources file.
+//! - [`frontend`]: the accept loop shared by the front ends.
+//! - [`route`]: picking an agent and opening a session stream through it.
 //! - [`tcp`]: the TCP front end (a port per resource, spliced via an agent).
 //! - [`web`]: `/healthz`, `/readyz`, `/api/tunnels`.
 //! - [`secrets`]: data-dir files for generated secrets.
@@ -15,8 +17,10 @@ pub mod access;
 pub mod agent_listener;
 pub mod cli;
 pub mod config;
+pub mod frontend;
 pub mod registry;
 pub mod resources;
+pub mod route;
 pub mod secrets;
 pub mod tcp;
 pub mod web;
@@ -102,10 +106,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     ));
     for (listener, res) in resource_listeners {
         tracing::info!(resource = %res.name, port = res.listen_port, target = %res.target, "resource listening");
-        tasks.spawn(tcp::serve(
+        tasks.spawn(frontend::serve(
             listener,
             res,
-            registry.clone(),
+            Arc::new(tcp::Tcp {
+                registry: registry.clone(),
+            }),
             tasks.clone(),
             shutdown.clone(),
         ));

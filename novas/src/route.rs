@@ -1,0 +1,140 @@
+//! Routing a user session to an agent: pick a healthy matching agent (HA
+//! replicas in round-robin order, failing over at once), open a stream with
+//! the session header, and wait for the agent's answer. Shared by every
+//! front end.
+
+use std::{
+    pin::Pin,
+    sync::{atomic::Ordering, Arc},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tunnel_proto::{
+    io::{read_frame, write_frame},
+    transport::TunnelStream,
+    StreamOpen, StreamReply,
+};
+
+use crate::{
+    registry::{Agent, AgentStats, Registry},
+    resources::Resource,
+};
+
+/// Bound on the agent's answer (it includes the agent's dial timeout).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a user connection could not be routed. Says which side failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("no connected agent matches resource {0:?}")]
+    NoAgent(String),
+    #[error("agent {agent} refused the stream: {message}")]
+    Refused { agent: String, message: String },
+    #[error("agent {agent} unavailable: {message}")]
+    Agent { agent: String, message: String },
+}
+
+/// Picks agents in round-robin order and opens a stream on the first one
+/// that answers; a refusal by the agent (allowlist, target down) is final.
+pub async fn route(
+    session_id: &str,
+    res: &Resource,
+    registry: &Registry,
+) -> Result<(Arc<Agent>, TunnelStream), RouteError> {
+    let candidates = registry.candidates(&res.selector);
+    if candidates.is_empty() {
+        return Err(RouteError::NoAgent(res.name.clone()));
+    }
+    let header = StreamOpen {
+        session_id: session_id.to_string(),
+        target: res.target.clone(),
+        kind: res.kind,
+    };
+    let mut last = None;
+    for agent in candidates {
+        match tokio::time::timeout(OPEN_TIMEOUT, open_on(&agent, &header)).await {
+            Ok(Ok(stream)) => return Ok((agent, stream)),
+            Ok(Err(e @ RouteError::Refused { .. })) => return Err(e),
+            Ok(Err(e)) => {
+                tracing::warn!(agent.name = %agent.name, error = %e, "agent failed, trying the next one");
+                last = Some(e);
+            }
+            Err(_) => {
+                last = Some(RouteError::Agent {
+                    agent: agent.name.clone(),
+                    message: format!("no answer within {OPEN_TIMEOUT:?}"),
+                });
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| RouteError::NoAgent(res.name.clone())))
+}
+
+async fn open_on(agent: &Agent, header: &StreamOpen) -> Result<TunnelStream, RouteError> {
+    let failed = |message: String| RouteError::Agent {
+        agent: agent.name.clone(),
+        message,
+    };
+    let mut stream = agent
+        .opener
+        .open()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    write_frame(&mut stream, header)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    match read_frame::<StreamReply, _>(&mut stream).await {
+        Ok(StreamReply::Ok) => Ok(stream),
+        Ok(StreamReply::Error { code, message }) => Err(RouteError::Refused {
+            agent: agent.name.clone(),
+            message: format!("{message} ({code:?})"),
+        }),
+        Err(e) => Err(failed(e.to_string())),
+    }
+}
+
+/// Counts bytes through a tunnel stream into the agent's live stats.
+pub struct Metered<'a> {
+    pub inner: TunnelStream,
+    pub stats: &'a AgentStats,
+}
+
+impl AsyncRead for Metered<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Metered<'_> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
