@@ -191,13 +191,27 @@ pub enum Selector {
     Name(String),
 }
 
+/// An upstream account of a database resource; the password goes to NOVAS
+/// through the environment variable `password_env`.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub username: String,
+    pub password_env: String,
+    pub password: String,
+}
+
 /// One entry of the NOVAS resources file.
 #[derive(Debug, Clone)]
 pub struct Resource {
     pub name: String,
+    /// tcp, postgres or mysql.
+    pub kind: String,
     pub target: String,
     pub listen: u16,
     pub agent: Selector,
+    pub database: Option<String>,
+    pub accounts: Vec<Account>,
 }
 
 impl Resource {
@@ -205,9 +219,27 @@ impl Resource {
     pub fn tcp(name: &str, target: &str, agent: Selector) -> Self {
         Self {
             name: name.to_string(),
+            kind: "tcp".into(),
             target: target.to_string(),
             listen: ports::free_port(),
             agent,
+            database: None,
+            accounts: Vec::new(),
+        }
+    }
+
+    /// A database resource (`postgres` or `mysql`) with one account.
+    pub fn database(
+        kind: &str,
+        name: &str,
+        target: &str,
+        agent: Selector,
+        account: Account,
+    ) -> Self {
+        Self {
+            kind: kind.into(),
+            accounts: vec![account],
+            ..Self::tcp(name, target, agent)
         }
     }
 
@@ -232,13 +264,30 @@ pub fn resources_yaml(resources: &[Resource]) -> String {
                 }
                 Selector::Name(n) => serde_json::json!({ "name": n }),
             };
-            serde_json::json!({
+            let mut v = serde_json::json!({
                 "name": r.name,
-                "kind": "tcp",
+                "kind": r.kind,
                 "target": r.target,
                 "listen": r.listen,
                 "agent": agent,
-            })
+            });
+            if let Some(db) = &r.database {
+                v["database"] = Value::String(db.clone());
+            }
+            if !r.accounts.is_empty() {
+                v["accounts"] = r
+                    .accounts
+                    .iter()
+                    .map(|a| {
+                        serde_json::json!({
+                            "name": a.name,
+                            "username": a.username,
+                            "password_env": a.password_env,
+                        })
+                    })
+                    .collect();
+            }
+            v
         })
         .collect();
     serde_yaml::to_string(&serde_json::json!({ "resources": list })).expect("render yaml")
@@ -257,6 +306,11 @@ pub struct NovasConfig {
     pub admin_token: Option<String>,
     pub node_name: String,
     pub resources: Vec<Resource>,
+    /// The policy file's text, if any.
+    pub policies: Option<String>,
+    /// NOVAS users created with `novas user add` before the server starts:
+    /// (name, roles, password).
+    pub users: Vec<(String, Vec<String>, String)>,
     pub extra_env: Vec<(String, String)>,
 }
 
@@ -273,6 +327,8 @@ impl NovasConfig {
             admin_token: Some(format!("admin-{}", crate::random_hex(16))),
             node_name: format!("node-{label}"),
             resources: Vec::new(),
+            policies: None,
+            users: Vec::new(),
             extra_env: vec![("NOVAS_HEARTBEAT_INTERVAL".into(), "1s".into())],
         }
     }
@@ -285,6 +341,47 @@ impl NovasConfig {
     pub fn resource(mut self, r: Resource) -> Self {
         self.resources.push(r);
         self
+    }
+
+    pub fn policies(mut self, yaml: &str) -> Self {
+        self.policies = Some(yaml.to_string());
+        self
+    }
+
+    pub fn user(mut self, name: &str, roles: &[&str], password: &str) -> Self {
+        let roles = roles.iter().map(|r| r.to_string()).collect();
+        self.users.push((name.into(), roles, password.into()));
+        self
+    }
+
+    /// `novas ARGS` with this server's data dir and store, for the CLI.
+    pub fn cli(&self) -> Command {
+        let mut cmd = clean_command(bins::novas());
+        cmd.env("NOVAS_DATA_DIR", &self.data_dir);
+        for (k, v) in &self.extra_env {
+            if k == "NOVAS_STORE_URL" {
+                cmd.env(k, v);
+            }
+        }
+        cmd
+    }
+
+    /// Creates the configured users through the real CLI.
+    fn create_users(&self) {
+        for (name, roles, password) in &self.users {
+            let mut cmd = self.cli();
+            cmd.args(["user", "add", name, "--password-stdin"]);
+            if !roles.is_empty() {
+                cmd.args(["--roles", &roles.join(",")]);
+            }
+            let out = run_with_stdin(cmd, &format!("{password}\n"), Duration::from_secs(60));
+            assert!(
+                out.status.success(),
+                "novas user add {name} failed: {}{}",
+                out.stdout,
+                out.stderr
+            );
+        }
     }
 
     /// The command, with every setting as an environment variable.
@@ -306,6 +403,14 @@ impl NovasConfig {
             let path = dir.join(format!("{label}-resources.yaml"));
             std::fs::write(&path, resources_yaml(&self.resources)).expect("write resources");
             cmd.env("NOVAS_RESOURCES", &path);
+            for a in self.resources.iter().flat_map(|r| &r.accounts) {
+                cmd.env(&a.password_env, &a.password);
+            }
+        }
+        if let Some(p) = &self.policies {
+            let path = dir.join(format!("{label}-policies.yaml"));
+            std::fs::write(&path, p).expect("write policies");
+            cmd.env("NOVAS_POLICIES", &path);
         }
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
@@ -325,6 +430,7 @@ pub struct Novas {
 impl Novas {
     /// Starts novas and waits for its `listening:` line.
     pub fn start(dir: &TestDir, label: &str, cfg: NovasConfig) -> Self {
+        cfg.create_users();
         let mut proc = Proc::spawn(label, cfg.command(dir.path(), label), dir.path());
         proc.wait_stdout_line("listening:", Duration::from_secs(30));
         let fp_line = proc.wait_stdout_line("fingerprint:", Duration::from_secs(5));
@@ -489,14 +595,33 @@ pub struct Output {
 
 /// Runs `cmd` to completion; kills it and panics if it takes longer than
 /// `timeout`.
-pub fn run(mut cmd: Command, timeout: Duration) -> Output {
+pub fn run(cmd: Command, timeout: Duration) -> Output {
+    run_inner(cmd, None, timeout)
+}
+
+/// Like [`run`], with `input` written to the program's stdin.
+pub fn run_with_stdin(cmd: Command, input: &str, timeout: Duration) -> Output {
+    run_inner(cmd, Some(input.to_string()), timeout)
+}
+
+fn run_inner(mut cmd: Command, input: Option<String>, timeout: Duration) -> Output {
     let desc = format!("{cmd:?}");
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(text.as_bytes());
+        });
+    }
     let mut out_pipe = child.stdout.take().expect("stdout pipe");
     let mut err_pipe = child.stderr.take().expect("stderr pipe");
     let out_t = std::thread::spawn(move || {
