@@ -148,3 +148,62 @@ pub fn psql(
         Err(format!("psql failed ({}): {}", out.status, out.stderr))
     }
 }
+
+/// A psql client for NOVAS's PostgreSQL front end: a NOVAS user and
+/// password, a database, an sslmode.
+#[derive(Debug, Clone)]
+pub struct PsqlClient {
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub database: String,
+    pub sslmode: String,
+}
+
+impl PsqlClient {
+    pub fn new(port: u16, user: &str, password: &str, database: &str) -> Self {
+        Self {
+            port,
+            user: user.into(),
+            password: password.into(),
+            database: database.into(),
+            sslmode: "require".into(),
+        }
+    }
+
+    /// The environment and connection flags, for psql or pgbench.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = clean_command(program);
+        cmd.env("PGPASSWORD", &self.password)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .env("PGSSLMODE", &self.sslmode)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", &self.user]);
+        cmd
+    }
+
+    /// Runs each statement with its own `-c` in one session; does not stop
+    /// at an error (so a test can see that the session stays usable).
+    pub fn run(&self, statements: &[&str]) -> crate::procs::Output {
+        let mut cmd = self.command("psql");
+        cmd.args(["-X", "-q", "-At", "-d", &self.database]);
+        for s in statements {
+            cmd.args(["-c", s]);
+        }
+        run(cmd, Duration::from_secs(120))
+    }
+
+    /// Like [`run`](Self::run), but every statement must succeed.
+    pub fn ok(&self, statements: &[&str]) -> String {
+        let out = self.run(statements);
+        assert!(
+            out.status.success() && out.stderr.trim().is_empty(),
+            "psql as {} {statements:?} failed ({}): {}{}",
+            self.user,
+            out.status,
+            out.stdout,
+            out.stderr
+        );
+        out.stdout
+    }
+}
