@@ -35,8 +35,13 @@ const MAX_STREAMS: usize = 4096;
 const INBOUND_BACKLOG: usize = 1024;
 /// Write buffer in front of TLS: yamux writes each frame's 12-byte header
 /// and its body separately, and without it they become two TLS records
-/// (and two syscalls) per small frame. Larger bodies bypass the buffer.
-const WRITE_BUF: usize = 32 * 1024;
+/// (and two syscalls) per frame. Sized so a whole frame (header plus a
+/// full split-send body) fits and leaves as one write.
+const WRITE_BUF: usize = SPLIT_SEND_SIZE + 32 * 1024;
+/// Read buffer under TLS: rustls asks the socket for about one record
+/// (16 KiB) per read; this turns a bulk transfer's reads into one syscall
+/// per 256 KiB.
+const READ_BUF: usize = 256 * 1024;
 /// Bound on a clean close before the socket is just dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -104,7 +109,7 @@ impl TlsYamuxConnector {
             source,
         })?;
         let tls = TlsConnector::from(self.tls.clone())
-            .connect(server_name, tcp)
+            .connect(server_name, read_buffered(tcp))
             .await
             .map_err(|source| TransportError::Tls {
                 addr: addr.to_string(),
@@ -127,7 +132,7 @@ pub async fn accept(
 ) -> Result<Tunnel, TransportError> {
     tune_socket(&tcp);
     let tls = acceptor
-        .accept(tcp)
+        .accept(read_buffered(tcp))
         .await
         .map_err(|source| TransportError::Tls {
             addr: peer.to_string(),
@@ -138,6 +143,10 @@ pub async fn accept(
         yamux::Mode::Server,
         peer,
     ))
+}
+
+fn read_buffered(tcp: TcpStream) -> tokio::io::BufReader<TcpStream> {
+    tokio::io::BufReader::with_capacity(READ_BUF, tcp)
 }
 
 fn buffered<T: futures::AsyncRead + futures::AsyncWrite>(io: T) -> futures::io::BufWriter<T> {
