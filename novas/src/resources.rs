@@ -296,6 +296,17 @@ pub fn check_policies(resources: &[Resource], policies: &Policies) -> Result<(),
 mod tests {
     use super::*;
 
+    /// The files under examples/ stay valid (and consistent together).
+    #[test]
+    fn example_files_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let text = std::fs::read_to_string(dir.join("resources.yaml")).expect("read");
+        let r = parse_with(&text, "examples/resources.yaml", &|_| Some("x".into()))
+            .expect("examples/resources.yaml");
+        let pol = Policies::load(&dir.join("policies.yaml")).expect("examples/policies.yaml");
+        check_policies(&r, &pol).expect("examples agree");
+    }
+
     #[test]
     fn database_resources_carry_accounts() {
         let y = r#"
