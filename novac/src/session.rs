@@ -18,7 +18,7 @@ use crate::allowlist::Allowlist;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Copy buffer per direction; larger than tokio's 8 KiB default to cut
 /// per-chunk overhead on bulk transfers.
-pub const SPLICE_BUF: usize = 256 * 1024;
+pub const SPLICE_BUF: usize = 64 * 1024;
 
 pub struct SessionCtx {
     pub allow: Allowlist,

@@ -9,7 +9,7 @@ use crate::{
     route::{route, Metered, RouteError},
 };
 
-const SPLICE_BUF: usize = 256 * 1024;
+const SPLICE_BUF: usize = 64 * 1024;
 
 pub struct Tcp {
     pub registry: Arc<Registry>,
