@@ -7,15 +7,19 @@
 //! - [`tcp`]: the TCP front end (a port per resource, spliced via an agent).
 //! - [`web`]: `/healthz`, `/readyz`, `/api/tunnels`.
 //! - [`secrets`]: data-dir files for generated secrets.
+//! - [`store`]: the persistent store (SQLite, or a shared PostgreSQL/MySQL): users, audit.
+//! - [`audit`]: typed audit events and the batching, fail-closed [`audit::Auditor`].
 //! - [`cli`]: the `tunnels`, `fingerprint` and `gen-token` subcommands.
 #![forbid(unsafe_code)]
 
 pub mod agent_listener;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod registry;
 pub mod resources;
 pub mod secrets;
+pub mod store;
 pub mod tcp;
 pub mod web;
 
