@@ -9,7 +9,7 @@
 //! - [`secrets`]: data-dir files for generated secrets.
 //! - [`store`]: the persistent store (SQLite, or a shared PostgreSQL/MySQL): users, audit.
 //! - [`audit`]: typed audit events and the batching, fail-closed [`audit::Auditor`].
-//! - [`cli`]: the `tunnels`, `fingerprint` and `gen-token` subcommands.
+//! - [`cli`]: the `tunnels`, `audit`, `fingerprint` and `gen-token` subcommands.
 #![forbid(unsafe_code)]
 
 pub mod agent_listener;
@@ -38,6 +38,8 @@ pub use config::Config;
 
 /// Bound on letting sessions finish after shutdown is requested.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on writing queued audit events at shutdown; the rest is spooled.
+const AUDIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Loads or generates the server certificate named by the configuration.
 pub fn load_identity(cfg: &Config) -> anyhow::Result<ServerIdentity> {
@@ -76,6 +78,18 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         None => secrets::load_or_create(&cfg.data_dir, secrets::ADMIN_TOKEN_FILE)
             .context("NOVAS_DATA_DIR: admin token")?,
     };
+    let store = store::Store::open(cfg.store_url.expose())
+        .await
+        .context("NOVAS_STORE_URL")?;
+    tracing::info!(store.url = %store.url(), store.backend = store.dialect().name(), "store open");
+    let auditor = audit::Auditor::start(
+        store.clone(),
+        audit::AuditorConfig {
+            fail_open: cfg.audit_fail_open,
+            ..audit::AuditorConfig::new(cfg.node_name.clone(), cfg.data_dir.clone())
+        },
+    )
+    .await;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(identity)?);
     let registry = Arc::new(registry::Registry::new(cfg.node_name.clone()));
     let tasks = TaskTracker::new();
@@ -116,6 +130,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         registry: registry.clone(),
         admin_token,
         ready: Default::default(),
+        store: store.clone(),
+        auditor: auditor.clone(),
     });
     let http_addr = http_listener.local_addr()?;
     let http = axum::serve(http_listener, web::router(web_state.clone()))
@@ -138,5 +154,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         tracing::warn!("drain timeout, closing remaining sessions");
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
+    // After the sessions: their last events are in the queue by now.
+    auditor.shutdown(AUDIT_FLUSH_TIMEOUT).await;
+    store.close().await;
     Ok(())
 }
