@@ -55,6 +55,12 @@ pub struct ServeFlags {
     /// NOVAS_LOG_FORMAT: text or json
     #[arg(long)]
     pub log_format: Option<String>,
+    /// NOVAS_STORE_URL: sqlite://PATH, postgres://… or mysql://… (default sqlite://$NOVAS_DATA_DIR/novas.db)
+    #[arg(long)]
+    pub store_url: Option<String>,
+    /// NOVAS_AUDIT_FAIL_OPEN: true to keep serving when the audit store fails (default false: refuse)
+    #[arg(long)]
+    pub audit_fail_open: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +80,8 @@ struct EnvVars {
     handshake_timeout: Option<String>,
     node_name: Option<String>,
     log_format: Option<String>,
+    store_url: Option<String>,
+    audit_fail_open: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +111,10 @@ pub struct Config {
     pub handshake_timeout: Duration,
     pub node_name: String,
     pub log_format: LogFormat,
+    /// May hold a database password, hence a [`Secret`]; print it with
+    /// [`crate::store::redact`].
+    pub store_url: Secret,
+    pub audit_fail_open: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +161,22 @@ fn port(var: &'static str, v: Option<String>, default: u16) -> Result<u16, Confi
             .parse::<u16>()
             .map_err(|_| err(var, format!("{s:?} is not a port (0-65535)"))),
     }
+}
+
+fn boolean(var: &'static str, v: Option<String>, default: bool) -> Result<bool, ConfigError> {
+    match v.as_deref().map(|s| s.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(s) => match s.as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(err(var, format!("{s:?} is not true or false"))),
+        },
+    }
+}
+
+/// The default store: a SQLite file in the data dir.
+pub fn default_store_url(data_dir: &std::path::Path) -> String {
+    format!("sqlite://{}", data_dir.join("novas.db").display())
 }
 
 /// Minimum enrollment-token length: shorter tokens are guessable.
@@ -240,14 +268,21 @@ impl Config {
             .or_else(hostname)
             .unwrap_or_else(|| "novas".into());
         tunnel_proto::control::validate_name(&node_name).map_err(|m| err("NOVAS_NODE_NAME", m))?;
+        let data_dir: PathBuf = pick(f.data_dir, e.data_dir)
+            .unwrap_or_else(|| "novas-data".into())
+            .into();
+        let store_url =
+            pick(f.store_url, e.store_url).unwrap_or_else(|| default_store_url(&data_dir));
+        crate::store::StoreUrl::parse(&store_url).map_err(|e| match e {
+            crate::store::StoreError::BadUrl { msg, .. } => err("NOVAS_STORE_URL", msg),
+            other => err("NOVAS_STORE_URL", other.to_string()),
+        })?;
         Ok(Self {
             agent_port: port("NOVAS_AGENT_PORT", pick(f.agent_port, e.agent_port), 9022)?,
             agent_token: Secret::new(token),
             bind,
             http_port: port("NOVAS_HTTP_PORT", pick(f.http_port, e.http_port), 80)?,
-            data_dir: pick(f.data_dir, e.data_dir)
-                .unwrap_or_else(|| "novas-data".into())
-                .into(),
+            data_dir,
             tls,
             resources: pick(f.resources, e.resources).map(PathBuf::from),
             policies: pick(f.policies, e.policies).map(PathBuf::from),
@@ -264,6 +299,12 @@ impl Config {
             )?,
             node_name,
             log_format,
+            store_url: Secret::new(store_url),
+            audit_fail_open: boolean(
+                "NOVAS_AUDIT_FAIL_OPEN",
+                pick(f.audit_fail_open, e.audit_fail_open),
+                false,
+            )?,
         })
     }
 }
@@ -293,12 +334,28 @@ mod tests {
         assert_eq!(c.http_port, 80);
         assert_eq!(c.heartbeat, Duration::from_secs(10));
         assert!(matches!(c.tls, TlsSource::Generated { .. }));
+        assert_eq!(c.store_url.expose(), "sqlite://novas-data/novas.db");
+        assert!(!c.audit_fail_open);
+    }
+
+    #[test]
+    fn store_settings() {
+        let mut env = base();
+        env.data_dir = Some("/var/lib/novas".into());
+        env.audit_fail_open = Some("TRUE".into());
+        let c = Config::from_parts(ServeFlags::default(), env).expect("valid");
+        assert_eq!(c.store_url.expose(), "sqlite:///var/lib/novas/novas.db");
+        assert!(c.audit_fail_open);
+        let mut env = base();
+        env.store_url = Some("postgres://novas:pw-secret@db/novas".into());
+        let c = Config::from_parts(ServeFlags::default(), env).expect("valid");
+        assert!(!format!("{c:?}").contains("pw-secret"));
     }
 
     #[test]
     fn bad_values_name_the_variable() {
         type Edit = fn(&mut EnvVars);
-        let cases: [(Edit, &str); 7] = [
+        let cases: [(Edit, &str); 9] = [
             (|e| e.agent_token = None, "NOVAS_AGENT_TOKEN"),
             (
                 |e| e.agent_token = Some("short".into()),
@@ -312,6 +369,14 @@ mod tests {
                 "NOVAS_HEARTBEAT_INTERVAL",
             ),
             (|e| e.log_format = Some("xml".into()), "NOVAS_LOG_FORMAT"),
+            (
+                |e| e.store_url = Some("redis://u:0123456789abcdef@h".into()),
+                "NOVAS_STORE_URL",
+            ),
+            (
+                |e| e.audit_fail_open = Some("sometimes".into()),
+                "NOVAS_AUDIT_FAIL_OPEN",
+            ),
         ];
         for (edit, var) in cases {
             let mut env = base();

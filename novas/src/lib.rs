@@ -10,11 +10,14 @@
 //! - [`tcp`]: the TCP front end (a port per resource, spliced via an agent).
 //! - [`web`]: `/healthz`, `/readyz`, `/api/tunnels`.
 //! - [`secrets`]: data-dir files for generated secrets.
-//! - [`cli`]: the `tunnels`, `fingerprint` and `gen-token` subcommands.
+//! - [`store`]: the persistent store (SQLite, or a shared PostgreSQL/MySQL): users, audit.
+//! - [`audit`]: typed audit events and the batching, fail-closed [`audit::Auditor`].
+//! - [`cli`]: the `tunnels`, `audit`, `fingerprint` and `gen-token` subcommands.
 #![forbid(unsafe_code)]
 
 pub mod access;
 pub mod agent_listener;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod frontend;
@@ -22,6 +25,7 @@ pub mod registry;
 pub mod resources;
 pub mod route;
 pub mod secrets;
+pub mod store;
 pub mod tcp;
 pub mod web;
 
@@ -40,6 +44,8 @@ pub use config::Config;
 
 /// Bound on letting sessions finish after shutdown is requested.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on writing queued audit events at shutdown; the rest is spooled.
+const AUDIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Loads or generates the server certificate named by the configuration.
 pub fn load_identity(cfg: &Config) -> anyhow::Result<ServerIdentity> {
@@ -78,6 +84,18 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         None => secrets::load_or_create(&cfg.data_dir, secrets::ADMIN_TOKEN_FILE)
             .context("NOVAS_DATA_DIR: admin token")?,
     };
+    let store = store::Store::open(cfg.store_url.expose())
+        .await
+        .context("NOVAS_STORE_URL")?;
+    tracing::info!(store.url = %store.url(), store.backend = store.dialect().name(), "store open");
+    let auditor = audit::Auditor::start(
+        store.clone(),
+        audit::AuditorConfig {
+            fail_open: cfg.audit_fail_open,
+            ..audit::AuditorConfig::new(cfg.node_name.clone(), cfg.data_dir.clone())
+        },
+    )
+    .await;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(identity)?);
     let registry = Arc::new(registry::Registry::new(cfg.node_name.clone()));
     let tasks = TaskTracker::new();
@@ -120,6 +138,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         registry: registry.clone(),
         admin_token,
         ready: Default::default(),
+        store: store.clone(),
+        auditor: auditor.clone(),
     });
     let http_addr = http_listener.local_addr()?;
     let http = axum::serve(http_listener, web::router(web_state.clone()))
@@ -142,5 +162,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         tracing::warn!("drain timeout, closing remaining sessions");
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
+    // After the sessions: their last events are in the queue by now.
+    auditor.shutdown(AUDIT_FLUSH_TIMEOUT).await;
+    store.close().await;
     Ok(())
 }

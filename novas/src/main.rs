@@ -36,6 +36,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Search the audit trail (reads the store directly)
+    Audit(Box<cli::audit::AuditArgs>),
     /// Print the SHA-256 fingerprint agents pin (NOVAC_SERVER_FINGERPRINT)
     Fingerprint {
         #[arg(long)]
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
             data_dir,
             json,
         }) => tunnels(url, token, data_dir, json),
+        Some(Command::Audit(args)) => cli::audit::run(*args),
         Some(Command::Fingerprint { data_dir, cert }) => {
             cli::fingerprint(data_dir.or_else(|| env_var("NOVAS_DATA_DIR")), cert)
                 .map(|fp| println!("{fp}"))

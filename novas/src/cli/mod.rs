@@ -1,5 +1,6 @@
-//! Subcommands other than `serve`.
+//! Subcommands other than `serve`: `tunnels`, `audit`, `fingerprint`.
 
+pub mod audit;
 pub mod tunnels;
 
 use std::path::PathBuf;
