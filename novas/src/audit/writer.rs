@@ -156,9 +156,9 @@ impl Auditor {
     pub fn record(&self, mut event: AuditEvent) -> Result<(), AuditUnavailable> {
         let s = &self.shared;
         let fail_open = s.cfg.fail_open;
-        if !fail_open && !s.store_ok.load(Ordering::Acquire) {
-            return Err(AuditUnavailable::StoreDown);
-        }
+        // A failing store does not refuse the event: it is kept (and spooled
+        // at shutdown), because it records work that already happened. New
+        // work is gated by `check()`.
         let depth = s.depth.load(Ordering::Acquire);
         if depth >= s.cfg.queue_bound {
             if !s.overflowing.swap(true, Ordering::AcqRel) {
@@ -196,6 +196,27 @@ impl Auditor {
     }
 
     /// Whether audited work may go ahead now. Always true when fail-open.
+    /// The gate front ends pass before starting audited work (forwarding a
+    /// statement, opening a session): fail-closed refuses while the store
+    /// fails or the queue is full.
+    pub fn check(&self) -> Result<(), AuditUnavailable> {
+        let s = &self.shared;
+        if s.cfg.fail_open {
+            return Ok(());
+        }
+        if lock(&s.intake).is_none() {
+            return Err(AuditUnavailable::ShutDown);
+        }
+        if !s.store_ok.load(Ordering::Acquire) {
+            return Err(AuditUnavailable::StoreDown);
+        }
+        let depth = s.depth.load(Ordering::Acquire);
+        if depth >= s.cfg.queue_bound {
+            return Err(AuditUnavailable::QueueFull(depth));
+        }
+        Ok(())
+    }
+
     pub fn is_available(&self) -> bool {
         let s = &self.shared;
         s.cfg.fail_open
@@ -608,16 +629,21 @@ mod tests {
             .record(one(1))
             .expect("accepted before the failure is seen");
         wait_for("fail-closed", || !auditor.is_available()).await;
-        assert_eq!(auditor.record(one(2)), Err(AuditUnavailable::StoreDown));
-        assert_eq!(auditor.queue_depth(), 1, "the failed batch is kept");
+        // New work is refused; the record of work already done is kept.
+        assert_eq!(auditor.check(), Err(AuditUnavailable::StoreDown));
+        auditor
+            .record(one(2))
+            .expect("completion of earlier work is kept");
+        assert_eq!(auditor.queue_depth(), 2, "the failed batch is kept");
 
         hide_table(&side, false).await;
         wait_for("recovery", || auditor.is_available()).await;
+        assert_eq!(auditor.check(), Ok(()));
         wait_for("the kept batch", || auditor.queue_depth() == 0).await;
-        assert_eq!(count(&store).await, 1);
+        assert_eq!(count(&store).await, 2);
         auditor.record(one(3)).expect("accepted again");
         auditor.shutdown(Duration::from_secs(5)).await;
-        assert_eq!(count(&store).await, 2);
+        assert_eq!(count(&store).await, 3);
     }
 
     #[tokio::test]
