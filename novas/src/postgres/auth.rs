@@ -48,7 +48,10 @@ pub enum Authentication {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginMessage {
     Authentication(Authentication),
-    ParameterStatus { name: String, value: String },
+    ParameterStatus {
+        name: String,
+        value: String,
+    },
     BackendKeyData(CancelKey),
     ReadyForQuery(TransactionStatus),
     ErrorResponse(ErrorResponse),
@@ -380,7 +383,10 @@ mod tests {
         }
         let full = buf.clone();
         for m in &msgs {
-            assert_eq!(LoginMessage::decode(&mut buf).as_ref(), Ok(&Some(m.clone())));
+            assert_eq!(
+                LoginMessage::decode(&mut buf).as_ref(),
+                Ok(&Some(m.clone()))
+            );
         }
         assert!(buf.is_empty());
         // Every cut of the stream decodes a prefix of the messages, then waits.
@@ -436,7 +442,10 @@ mod tests {
         };
         let pw = PasswordMessage::parse(&body(&mut buf)).expect("password");
         assert_eq!(pw.password.expose(), "s3cret");
-        assert_eq!(format!("{pw:?}"), "PasswordMessage { password: Secret(***) }");
+        assert_eq!(
+            format!("{pw:?}"),
+            "PasswordMessage { password: Secret(***) }"
+        );
         let init = SaslInitialResponse::parse(&body(&mut buf)).expect("initial");
         assert_eq!(init.data.as_deref(), Some(&b"n,,n=,r=abc"[..]));
         let init = SaslInitialResponse::parse(&body(&mut buf)).expect("initial");
@@ -448,7 +457,10 @@ mod tests {
         let mut q = BytesMut::from(&b"Q\0\0\0\x05\0"[..]);
         assert!(matches!(
             AuthReply::decode(&mut q),
-            Err(ProtocolError::Unexpected { peer: Peer::Client, .. })
+            Err(ProtocolError::Unexpected {
+                peer: Peer::Client,
+                ..
+            })
         ));
         assert!(PasswordMessage::parse(b"abc").is_err());
         assert!(PasswordMessage::parse(b"abc\0x").is_err());

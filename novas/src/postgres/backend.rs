@@ -102,7 +102,10 @@ pub enum BackendEvent {
     CopyDone,
     /// Sent at any time (after SET, at login); the glue may track
     /// `client_encoding` or `server_version` from it.
-    ParameterStatus { name: String, value: String },
+    ParameterStatus {
+        name: String,
+        value: String,
+    },
 }
 
 impl BackendEvent {
@@ -308,7 +311,9 @@ fn parse_event(msg_type: u8, body: &[u8]) -> Result<BackendEvent, ProtocolError>
         b'C' => BackendEvent::CommandComplete(CommandTag(
             String::from_utf8_lossy(r.cstr()?).into_owned(),
         )),
-        b'E' => BackendEvent::ErrorResponse(ErrorResponse::parse(r.rest(), Peer::Server, msg_type)?),
+        b'E' => {
+            BackendEvent::ErrorResponse(ErrorResponse::parse(r.rest(), Peer::Server, msg_type)?)
+        }
         b'Z' => BackendEvent::ReadyForQuery(
             TransactionStatus::from_byte(r.u8()?)
                 .ok_or_else(|| r.malformed("unknown transaction status"))?,
@@ -546,9 +551,18 @@ mod tests {
         encode::command_complete(&mut big, &"x".repeat(300));
         assert!(matches!(
             BackendScanner::new(100).next(&mut big),
-            Err(ProtocolError::TooLarge { peer: Peer::Server, msg_type: b'C', .. })
+            Err(ProtocolError::TooLarge {
+                peer: Peer::Server,
+                msg_type: b'C',
+                ..
+            })
         ));
-        for bad in [&b"Z\0\0\0\x05Q"[..], b"1\0\0\0\x05x", b"C\0\0\0\x05x", b"D\0\0\0\x02"] {
+        for bad in [
+            &b"Z\0\0\0\x05Q"[..],
+            b"1\0\0\0\x05x",
+            b"C\0\0\0\x05x",
+            b"D\0\0\0\x02",
+        ] {
             let mut buf = BytesMut::from(bad);
             assert!(BackendScanner::default().next(&mut buf).is_err(), "{bad:?}");
         }

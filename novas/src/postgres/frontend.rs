@@ -257,7 +257,9 @@ impl FrontendScanner {
         let size = wire::message_size(Peer::Client, msg_type, len)?;
         if is_inspected(msg_type) {
             return match wire::take_message(buf, Peer::Client, self.max_message_len)? {
-                Some((_, raw)) => FrontendMessage::parse(raw).map(|m| Some(FrontendItem::Message(m))),
+                Some((_, raw)) => {
+                    FrontendMessage::parse(raw).map(|m| Some(FrontendItem::Message(m)))
+                }
                 None => Ok(None),
             };
         }
@@ -475,7 +477,11 @@ mod tests {
                     out.extend_from_slice(item.bytes());
                     match &item {
                         FrontendItem::Message(m) => types.push(m.msg_type()),
-                        FrontendItem::Raw { msg_type, first: true, .. } => types.push(*msg_type),
+                        FrontendItem::Raw {
+                            msg_type,
+                            first: true,
+                            ..
+                        } => types.push(*msg_type),
                         FrontendItem::Raw { .. } => {}
                     }
                     // A passed-through piece never holds more than what
@@ -507,16 +513,23 @@ mod tests {
         // A huge CopyData is fine: it is never held.
         let mut b = BytesMut::from(&b"d\x40\0\0\0abc"[..]);
         let item = FrontendScanner::new(50).next(&mut b).expect("ok");
-        assert!(matches!(item, Some(FrontendItem::Raw { first: true, last: false, .. })));
+        assert!(matches!(
+            item,
+            Some(FrontendItem::Raw {
+                first: true,
+                last: false,
+                ..
+            })
+        ));
 
         let bad: &[&[u8]] = &[
-            b"Q\0\0\0\x06ab",         // no NUL
-            b"Q\0\0\0\x07a\0b",       // trailing bytes
-            b"D\0\0\0\x07Xa\0",       // bad target
-            b"E\0\0\0\x07p\0\0\0",    // short max_rows
+            b"Q\0\0\0\x06ab",             // no NUL
+            b"Q\0\0\0\x07a\0b",           // trailing bytes
+            b"D\0\0\0\x07Xa\0",           // bad target
+            b"E\0\0\0\x07p\0\0\0",        // short max_rows
             b"P\0\0\0\x0aa\0b\0\xff\xff", // negative count
-            b"S\0\0\0\x05x",          // Sync with a body
-            b"H\0\0\0\x03",           // length below 4
+            b"S\0\0\0\x05x",              // Sync with a body
+            b"H\0\0\0\x03",               // length below 4
         ];
         for raw in bad {
             let mut buf = BytesMut::from(*raw);

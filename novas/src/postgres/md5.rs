@@ -6,7 +6,12 @@ use md5::{Digest, Md5};
 /// The PasswordMessage text answering AuthenticationMD5Password:
 /// `"md5" + md5hex(md5hex(password + user) + salt)`.
 pub fn md5_password(user: &str, password: &str, salt: [u8; 4]) -> String {
-    let inner = hex::encode(Md5::new().chain_update(password).chain_update(user).finalize());
+    let inner = hex::encode(
+        Md5::new()
+            .chain_update(password)
+            .chain_update(user)
+            .finalize(),
+    );
     let outer = Md5::new().chain_update(inner).chain_update(salt).finalize();
     format!("md5{}", hex::encode(outer))
 }

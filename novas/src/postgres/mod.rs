@@ -71,6 +71,8 @@ pub mod error_response;
 pub mod frontend;
 pub mod md5;
 pub mod pipeline;
+#[doc(hidden)]
+pub mod robustness;
 pub mod scram;
 pub mod startup;
 pub mod wire;
@@ -90,6 +92,8 @@ pub use frontend::{
 };
 pub use md5::md5_password;
 pub use pipeline::{Completion, Outcome, Pipeline, PipelineError};
-pub use scram::{scram_verifier, ScramClient, ScramError, ScramServer, ScramVerifier, SCRAM_SHA_256};
+pub use scram::{
+    scram_verifier, ScramClient, ScramError, ScramServer, ScramVerifier, SCRAM_SHA_256,
+};
 pub use startup::{CancelKey, ProtocolVersion, StartupError, StartupMessage, StartupRequest};
 pub use wire::PgString;

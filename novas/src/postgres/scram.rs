@@ -200,14 +200,18 @@ impl FromStr for ScramVerifier {
         let rest = s
             .strip_prefix("SCRAM-SHA-256$")
             .ok_or(bad("must start with SCRAM-SHA-256$"))?;
-        let (params, keys) = rest.split_once('$').ok_or(bad("missing '$' before the keys"))?;
+        let (params, keys) = rest
+            .split_once('$')
+            .ok_or(bad("missing '$' before the keys"))?;
         let (iter, salt) = params
             .split_once(':')
             .ok_or(bad("missing ':' between iterations and salt"))?;
         let (stored, server) = keys
             .split_once(':')
             .ok_or(bad("missing ':' between StoredKey and ServerKey"))?;
-        let iterations: u32 = iter.parse().map_err(|_| bad("iterations is not a number"))?;
+        let iterations: u32 = iter
+            .parse()
+            .map_err(|_| bad("iterations is not a number"))?;
         if iterations == 0 {
             return Err(bad("iterations must be positive"));
         }
@@ -232,7 +236,12 @@ impl FromStr for ScramVerifier {
 
 /// Splits `attr=value` off the front of `s` (up to the next `,`), checking
 /// the attribute letter.
-fn attr<'a>(s: &mut &'a [u8], name: u8, peer: Peer, reason: &'static str) -> Result<&'a [u8], ScramError> {
+fn attr<'a>(
+    s: &mut &'a [u8],
+    name: u8,
+    peer: Peer,
+    reason: &'static str,
+) -> Result<&'a [u8], ScramError> {
     let rest = *s;
     if rest.len() < 2 || rest[0] != name || rest[1] != b'=' {
         return Err(ScramError::Malformed { peer, reason });
@@ -319,7 +328,9 @@ impl ScramServer {
                     return Err(ScramError::AuthzidUnsupported);
                 }
                 if rest.first() != Some(&b',') {
-                    return Err(malformed("unexpected characters after the channel binding flag"));
+                    return Err(malformed(
+                        "unexpected characters after the channel binding flag",
+                    ));
                 }
                 3
             }
@@ -379,8 +390,15 @@ impl ScramServer {
         let proof_b64 = &data[proof_at + 3..];
 
         let mut rest = without_proof;
-        let cbind = attr(&mut rest, b'c', Peer::Client, "expected c= (channel binding)")?;
-        let cbind = B64.decode(cbind).map_err(|_| malformed("channel binding is not base64"))?;
+        let cbind = attr(
+            &mut rest,
+            b'c',
+            Peer::Client,
+            "expected c= (channel binding)",
+        )?;
+        let cbind = B64
+            .decode(cbind)
+            .map_err(|_| malformed("channel binding is not base64"))?;
         if cbind != gs2_header {
             return Err(ScramError::ChannelBindingMismatch);
         }
@@ -394,7 +412,13 @@ impl ScramServer {
             .and_then(|p| Key::try_from(p).ok())
             .ok_or(malformed("proof must be 32 bytes of base64"))?;
 
-        let auth_message = [&client_first_bare[..], b",", server_first.as_bytes(), b",", without_proof];
+        let auth_message = [
+            &client_first_bare[..],
+            b",",
+            server_first.as_bytes(),
+            b",",
+            without_proof,
+        ];
         let signature = hmac(&self.verifier.stored_key, &auth_message);
         let mut client_key = proof;
         client_key
@@ -492,7 +516,9 @@ impl ScramClient {
             return Err(ScramError::NonceMismatch { peer: Peer::Server });
         }
         let salt = attr(&mut rest, b's', Peer::Server, "expected s= (salt)")?;
-        let salt = B64.decode(salt).map_err(|_| malformed("salt is not base64"))?;
+        let salt = B64
+            .decode(salt)
+            .map_err(|_| malformed("salt is not base64"))?;
         let iterations = attr(&mut rest, b'i', Peer::Server, "expected i= (iterations)")?;
         let iterations: u32 = std::str::from_utf8(iterations)
             .ok()
@@ -511,7 +537,10 @@ impl ScramClient {
         let stored_key: Key = Sha256::digest(client_key).into();
         let signature = hmac(&stored_key, &auth_message);
         let mut proof = client_key;
-        proof.iter_mut().zip(signature.iter()).for_each(|(p, s)| *p ^= s);
+        proof
+            .iter_mut()
+            .zip(signature.iter())
+            .for_each(|(p, s)| *p ^= s);
         let server_key = hmac(&salted, &[b"Server Key"]);
         self.state = ClientState::SentFinal {
             server_signature: hmac(&server_key, &auth_message),
@@ -530,7 +559,9 @@ impl ScramClient {
         let mut rest = data;
         if data.starts_with(b"e=") {
             let e = attr(&mut rest, b'e', Peer::Server, "expected e=")?;
-            return Err(ScramError::ServerError(String::from_utf8_lossy(e).into_owned()));
+            return Err(ScramError::ServerError(
+                String::from_utf8_lossy(e).into_owned(),
+            ));
         }
         let v = attr(&mut rest, b'v', Peer::Server, "expected v= (verifier)")?;
         let v = B64.decode(v).map_err(|_| ScramError::Malformed {
@@ -578,27 +609,43 @@ mod tests {
         let mut c = ScramClient::with_nonce("user", PASSWORD, CLIENT_NONCE);
         let first = c.initial_response();
         assert_eq!(first.data.as_deref(), Some(CLIENT_FIRST.as_bytes()));
-        let fin = c.server_first(SERVER_FIRST.as_bytes()).expect("server-first");
+        let fin = c
+            .server_first(SERVER_FIRST.as_bytes())
+            .expect("server-first");
         assert_eq!(String::from_utf8_lossy(&fin), CLIENT_FINAL);
-        c.server_final(SERVER_FINAL.as_bytes()).expect("server-final");
-        assert_eq!(c.server_final(SERVER_FINAL.as_bytes()), Err(ScramError::OutOfOrder));
+        c.server_final(SERVER_FINAL.as_bytes())
+            .expect("server-final");
+        assert_eq!(
+            c.server_final(SERVER_FINAL.as_bytes()),
+            Err(ScramError::OutOfOrder)
+        );
     }
 
     #[test]
     fn rfc7677_server() {
         let mut s = ScramServer::with_nonce(rfc_verifier(), SERVER_NONCE);
-        let first = s.client_first(&initial(CLIENT_FIRST)).expect("client-first");
+        let first = s
+            .client_first(&initial(CLIENT_FIRST))
+            .expect("client-first");
         assert_eq!(String::from_utf8_lossy(&first), SERVER_FIRST);
-        let fin = s.client_final(CLIENT_FINAL.as_bytes()).expect("client-final");
+        let fin = s
+            .client_final(CLIENT_FINAL.as_bytes())
+            .expect("client-final");
         assert_eq!(String::from_utf8_lossy(&fin), SERVER_FINAL);
-        assert_eq!(s.client_final(CLIENT_FINAL.as_bytes()), Err(ScramError::OutOfOrder));
+        assert_eq!(
+            s.client_final(CLIENT_FINAL.as_bytes()),
+            Err(ScramError::OutOfOrder)
+        );
     }
 
     #[test]
     fn verifier_format_round_trips() {
         let v = rfc_verifier();
         let text = v.to_string();
-        assert!(text.starts_with("SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$"), "{text}");
+        assert!(
+            text.starts_with("SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$"),
+            "{text}"
+        );
         assert_eq!(text.parse::<ScramVerifier>(), Ok(v.clone()));
         assert_eq!(scram_verifier(PASSWORD, v.salt(), 4096), text);
         assert!(!format!("{v:?}").contains(&B64.encode(v.stored_key)));
@@ -612,6 +659,22 @@ mod tests {
         ] {
             assert!(bad.parse::<ScramVerifier>().is_err(), "{bad}");
         }
+    }
+
+    /// Generated by PostgreSQL 15 (`password_encryption = 'scram-sha-256'`,
+    /// password `sekret`) and read back from `pg_authid`.
+    #[test]
+    fn reproduces_a_postgres_verifier() {
+        const PG: &str = "SCRAM-SHA-256$4096:JBeQXLQEDPkcmuy7y1099A==$/DpYfXLxHAwigwBl+gqBKndYiIwZ0n7W2+VvimVqUpc=:zUFp6yg9SRcvIUqvNBjgr96FnFlnab2gv5DqUmBgo0c=";
+        let v: ScramVerifier = PG.parse().expect("parse");
+        assert_eq!(scram_verifier("sekret", v.salt(), v.iterations()), PG);
+        // And it logs in our client.
+        let mut s = ScramServer::new(v);
+        let mut c = ScramClient::new("sekret");
+        let first = s.client_first(&c.initial_response()).expect("first");
+        let fin = c.server_first(&first).expect("server-first");
+        let server_final = s.client_final(&fin).expect("proof");
+        c.server_final(&server_final).expect("signature");
     }
 
     #[test]
@@ -650,7 +713,8 @@ mod tests {
         let sig = hmac(&sk, &[auth.as_bytes()]);
         let proof: Vec<u8> = ck.iter().zip(sig.iter()).map(|(a, b)| a ^ b).collect();
         let mut s = ScramServer::with_nonce(rfc_verifier(), SERVER_NONCE);
-        s.client_first(&initial(&format!("y,,{bare}"))).expect("first");
+        s.client_first(&initial(&format!("y,,{bare}")))
+            .expect("first");
         let fin = format!("{without_proof},p={}", B64.encode(proof));
         assert!(s.client_final(fin.as_bytes()).is_ok());
     }
@@ -658,9 +722,15 @@ mod tests {
     #[test]
     fn server_rejects_bad_client_first() {
         let cases: &[(&str, ScramError)] = &[
-            ("p=tls-server-end-point,,n=,r=abc", ScramError::ChannelBindingNotOffered),
+            (
+                "p=tls-server-end-point,,n=,r=abc",
+                ScramError::ChannelBindingNotOffered,
+            ),
             ("n,a=admin,n=,r=abc", ScramError::AuthzidUnsupported),
-            ("n,,m=ext,n=,r=abc", ScramError::UnsupportedExtension { peer: Peer::Client }),
+            (
+                "n,,m=ext,n=,r=abc",
+                ScramError::UnsupportedExtension { peer: Peer::Client },
+            ),
             (
                 "x,,n=,r=abc",
                 ScramError::Malformed {
@@ -695,7 +765,12 @@ mod tests {
             Err(ScramError::UnsupportedMechanism(_))
         ));
         let mut s = ScramServer::new(rfc_verifier());
-        assert!(s.client_first(&SaslInitialResponse { mechanism: SCRAM_SHA_256.into(), data: None }).is_err());
+        assert!(s
+            .client_first(&SaslInitialResponse {
+                mechanism: SCRAM_SHA_256.into(),
+                data: None
+            })
+            .is_err());
     }
 
     #[test]
@@ -742,7 +817,10 @@ mod tests {
         s.server_nonce = SERVER_NONCE.into();
         let first = s.client_first(&initial(CLIENT_FIRST)).expect("first");
         assert_eq!(String::from_utf8_lossy(&first), SERVER_FIRST);
-        assert_eq!(s.client_final(CLIENT_FINAL.as_bytes()), Err(ScramError::WrongPassword));
+        assert_eq!(
+            s.client_final(CLIENT_FINAL.as_bytes()),
+            Err(ScramError::WrongPassword)
+        );
     }
 
     #[test]
@@ -786,7 +864,10 @@ mod tests {
             Err(ScramError::ServerError("invalid-proof".into()))
         );
         let mut c = ScramClient::new("x");
-        assert_eq!(c.server_first(SERVER_FIRST.as_bytes()), Err(ScramError::OutOfOrder));
+        assert_eq!(
+            c.server_first(SERVER_FIRST.as_bytes()),
+            Err(ScramError::OutOfOrder)
+        );
     }
 
     #[test]

@@ -239,9 +239,9 @@ fn parse(body: &[u8]) -> Result<StartupRequest, StartupError> {
     let code = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
     let rest = &body[4..];
     match code {
-        SSL_REQUEST_CODE | GSSENC_REQUEST_CODE if !rest.is_empty() => {
-            Err(StartupError::InvalidLayout("SSLRequest/GSSENCRequest carries no data"))
-        }
+        SSL_REQUEST_CODE | GSSENC_REQUEST_CODE if !rest.is_empty() => Err(
+            StartupError::InvalidLayout("SSLRequest/GSSENCRequest carries no data"),
+        ),
         SSL_REQUEST_CODE => Ok(StartupRequest::SslRequest),
         GSSENC_REQUEST_CODE => Ok(StartupRequest::GssEncRequest),
         CANCEL_REQUEST_CODE => {
@@ -388,7 +388,11 @@ mod tests {
             let full = buf.clone();
             for cut in 0..full.len() {
                 let mut part = BytesMut::from(&full[..cut]);
-                assert_eq!(StartupRequest::decode(&mut part), Ok(None), "{req:?} cut {cut}");
+                assert_eq!(
+                    StartupRequest::decode(&mut part),
+                    Ok(None),
+                    "{req:?} cut {cut}"
+                );
                 assert_eq!(part.len(), cut);
             }
             buf.put_slice(b"next");
@@ -431,7 +435,10 @@ mod tests {
                 StartupError::UnsupportedProtocol(ProtocolVersion { major: 4, minor: 0 }),
             ),
             (packet(0x0003_0000, b"\0"), StartupError::MissingUser),
-            (packet(0x0003_0000, b"user\0\0\0"), StartupError::MissingUser),
+            (
+                packet(0x0003_0000, b"user\0\0\0"),
+                StartupError::MissingUser,
+            ),
             (
                 packet(0x0003_0000, b"user\0a\0"),
                 StartupError::InvalidLayout("expected terminator as last byte"),
@@ -470,7 +477,10 @@ mod tests {
     #[test]
     fn direct_tls_is_detected_without_consuming() {
         let mut buf = BytesMut::from(&[0x16, 3, 1, 0, 0xc8][..]);
-        assert_eq!(StartupRequest::decode(&mut buf), Ok(Some(StartupRequest::DirectTls)));
+        assert_eq!(
+            StartupRequest::decode(&mut buf),
+            Ok(Some(StartupRequest::DirectTls))
+        );
         assert_eq!(buf.len(), 5);
     }
 }

@@ -22,7 +22,11 @@ pub(crate) fn peek_header(src: &[u8]) -> Option<(u8, u32)> {
 /// (type byte included).
 pub(crate) fn message_size(peer: Peer, msg_type: u8, len: u32) -> Result<usize, ProtocolError> {
     if len < 4 {
-        return Err(ProtocolError::BadLength { peer, msg_type, len });
+        return Err(ProtocolError::BadLength {
+            peer,
+            msg_type,
+            len,
+        });
     }
     // u32 always fits in usize on the 32- and 64-bit targets we build for.
     Ok(len as usize + 1)

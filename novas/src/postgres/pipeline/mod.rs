@@ -40,6 +40,21 @@
 //! alike, which is what the server would discard. The glue drops those
 //! (audit them as not executed) and forwards the Sync, whose ReadyForQuery
 //! then follows our ErrorResponse.
+//!
+//! # Where a denial differs from a real failure
+//!
+//! - A denied Query inside a transaction block is answered with the
+//!   status the server last reported (`T`), not `E`: the upstream
+//!   transaction really is intact, and the client may go on using it.
+//! - A failed Parse of the unnamed statement drops the server's previous
+//!   unnamed statement; a denied one does not reach the server, so a later
+//!   Bind of `""` without a new Parse runs the previous (allowed) statement
+//!   instead of failing. Audit such an Execute with the statement the glue
+//!   last saw parsed as `""`.
+//! - COPY FROM STDIN in the extended protocol: if the server fails the COPY
+//!   before reading the Sync libpq sends after Execute (only a cancel or a
+//!   timeout can do that), that Sync gets a ReadyForQuery the pipeline does
+//!   not expect and [`PipelineError::Unexpected`] ends the session.
 
 #[cfg(test)]
 mod tests;
@@ -130,7 +145,9 @@ pub enum PipelineError {
 #[derive(Debug)]
 enum Owed {
     /// Statements' tags in order; the first is the one running.
-    Query { tags: VecDeque<u64> },
+    Query {
+        tags: VecDeque<u64>,
+    },
     Parse(Option<u64>),
     Bind(Option<u64>),
     Close(Option<u64>),
@@ -140,7 +157,10 @@ enum Owed {
         statement: bool,
         params_seen: bool,
     },
-    Execute { tag: Option<u64>, max_rows: u32 },
+    Execute {
+        tag: Option<u64>,
+        max_rows: u32,
+    },
     /// The tag is reported at ReadyForQuery, or earlier if the implicit
     /// COMMIT at Sync fails.
     Sync(Option<u64>),
@@ -318,7 +338,11 @@ impl Pipeline {
     /// everything before it has been answered, the client gets `error`
     /// and a ReadyForQuery with the server's current transaction status,
     /// and `tags` are reported [`Outcome::Denied`].
-    pub fn denied_query(&mut self, error: ErrorResponse, tags: &[u64]) -> Result<(), PipelineError> {
+    pub fn denied_query(
+        &mut self,
+        error: ErrorResponse,
+        tags: &[u64],
+    ) -> Result<(), PipelineError> {
         if self.should_swallow(b'Q') {
             return Err(PipelineError::MustSwallow(b'Q'));
         }
@@ -333,7 +357,11 @@ impl Pipeline {
     /// Records a Parse refused by policy (not forwarded). Once everything
     /// before it has been answered, the client gets `error`; from now until
     /// the client's Sync, [`Pipeline::should_swallow`] is true.
-    pub fn denied_parse(&mut self, error: ErrorResponse, tags: &[u64]) -> Result<(), PipelineError> {
+    pub fn denied_parse(
+        &mut self,
+        error: ErrorResponse,
+        tags: &[u64],
+    ) -> Result<(), PipelineError> {
         if self.should_swallow(b'P') {
             return Err(PipelineError::MustSwallow(b'P'));
         }
@@ -481,7 +509,10 @@ impl Pipeline {
                 self.report_all(rest, Outcome::NotExecuted);
             }
             (Owed::Query { .. }, E::RowDescription | E::CopyOutResponse | E::CopyDone) => {}
-            (Owed::Query { .. } | Owed::Execute { .. }, E::CopyInResponse | E::CopyBothResponse) => {
+            (
+                Owed::Query { .. } | Owed::Execute { .. },
+                E::CopyInResponse | E::CopyBothResponse,
+            ) => {
                 self.copy_in_started();
             }
             (Owed::Execute { .. }, E::CopyOutResponse | E::CopyDone) => {}
@@ -534,7 +565,11 @@ impl Pipeline {
                 self.report(tag, Outcome::Accepted);
             }
             (
-                Owed::Parse(_) | Owed::Bind(_) | Owed::Close(_) | Owed::Describe { .. } | Owed::Execute { .. },
+                Owed::Parse(_)
+                | Owed::Bind(_)
+                | Owed::Close(_)
+                | Owed::Describe { .. }
+                | Owed::Execute { .. },
                 E::ErrorResponse(e),
             ) => {
                 let failed_entry = self.queue.pop_front();
@@ -550,7 +585,10 @@ impl Pipeline {
             (Owed::Query { .. } | Owed::Sync(_) | Owed::FunctionCall(_), E::ReadyForQuery(s)) => {
                 self.status = *s;
                 let done = self.queue.pop_front();
-                let accepted = matches!(done, Some(Owed::Sync(Some(_)) | Owed::FunctionCall(Some(_))));
+                let accepted = matches!(
+                    done,
+                    Some(Owed::Sync(Some(_)) | Owed::FunctionCall(Some(_)))
+                );
                 let tags = done.map(Owed::tags).unwrap_or_default();
                 let outcome = if accepted {
                     Outcome::Accepted
