@@ -8,6 +8,7 @@
 //! - [`frontend`]: the accept loop shared by the front ends.
 //! - [`route`]: picking an agent and opening a session stream through it.
 //! - [`tcp`]: the TCP front end (a port per resource, spliced via an agent).
+//! - [`postgres`]: PostgreSQL wire protocol v3 without I/O (startup, SCRAM, relay scanners, pipeline).
 //! - [`web`]: `/healthz`, `/readyz`, `/api/tunnels`.
 //! - [`secrets`]: data-dir files for generated secrets.
 //! - [`store`]: the persistent store (SQLite, or a shared PostgreSQL/MySQL): users, audit.
@@ -21,6 +22,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod frontend;
+pub mod postgres;
 pub mod registry;
 pub mod resources;
 pub mod route;
