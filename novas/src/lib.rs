@@ -21,6 +21,7 @@ pub mod agent_listener;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod dac;
 pub mod frontend;
 pub mod postgres;
 pub mod registry;
@@ -29,6 +30,7 @@ pub mod route;
 pub mod secrets;
 pub mod store;
 pub mod tcp;
+pub mod users;
 pub mod web;
 
 use std::{
@@ -81,6 +83,19 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         Some(path) => resources::load(path).context("NOVAS_RESOURCES")?,
         None => Vec::new(),
     };
+    let policies = match &cfg.policies {
+        Some(path) => access::Policies::load(path).context("NOVAS_POLICIES")?,
+        None => access::Policies::default(),
+    };
+    resources::check_policies(&resources, &policies)
+        .map_err(|m| anyhow::anyhow!("NOVAS_POLICIES: {m}"))?;
+    if policies.iter().next().is_none()
+        && resources
+            .iter()
+            .any(|r| r.kind != tunnel_proto::StreamKind::Tcp)
+    {
+        tracing::warn!("database resources declared but no NOVAS_POLICIES: nobody can use them");
+    }
     let admin_token = match &cfg.admin_token {
         Some(t) => t.clone(),
         None => secrets::load_or_create(&cfg.data_dir, secrets::ADMIN_TOKEN_FILE)
@@ -98,6 +113,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         },
     )
     .await;
+    let db_tls = tokio_rustls::TlsAcceptor::from(tls::server_config_alpn(
+        identity.clone(),
+        &[b"postgresql"],
+    )?);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(identity)?);
     let registry = Arc::new(registry::Registry::new(cfg.node_name.clone()));
     let tasks = TaskTracker::new();
@@ -124,17 +143,44 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         tasks.clone(),
         shutdown.clone(),
     ));
+    let dac = Arc::new(dac::Dac {
+        registry: registry.clone(),
+        users: users::Users::new(store.clone()),
+        policies: Arc::new(policies),
+        auditor: auditor.clone(),
+    });
+    let tcp_front = Arc::new(tcp::Tcp {
+        registry: registry.clone(),
+    });
+    let pg_front = Arc::new(postgres::session::PostgresFront {
+        dac: dac.clone(),
+        tls: db_tls,
+        cancel: Default::default(),
+    });
     for (listener, res) in resource_listeners {
-        tracing::info!(resource = %res.name, port = res.listen_port, target = %res.target, "resource listening");
-        tasks.spawn(frontend::serve(
-            listener,
-            res,
-            Arc::new(tcp::Tcp {
-                registry: registry.clone(),
-            }),
-            tasks.clone(),
-            shutdown.clone(),
-        ));
+        tracing::info!(resource = %res.name, kind = res.kind.as_str(), port = res.listen_port, target = %res.target, "resource listening");
+        let (tasks2, stop) = (tasks.clone(), shutdown.clone());
+        match res.kind {
+            tunnel_proto::StreamKind::Postgres => tasks.spawn(frontend::serve(
+                listener,
+                res,
+                pg_front.clone(),
+                tasks2,
+                stop,
+            )),
+            tunnel_proto::StreamKind::Tcp => tasks.spawn(frontend::serve(
+                listener,
+                res,
+                tcp_front.clone(),
+                tasks2,
+                stop,
+            )),
+            other => anyhow::bail!(
+                "NOVAS_RESOURCES: resource {:?}: kind {} has no front end yet",
+                res.name,
+                other.as_str()
+            ),
+        };
     }
     let web_state = Arc::new(web::WebState {
         registry: registry.clone(),

@@ -72,7 +72,7 @@ pub async fn route(
     Err(last.unwrap_or_else(|| RouteError::NoAgent(res.name.clone())))
 }
 
-async fn open_on(agent: &Agent, header: &StreamOpen) -> Result<TunnelStream, RouteError> {
+pub async fn open_on(agent: &Agent, header: &StreamOpen) -> Result<TunnelStream, RouteError> {
     let failed = |message: String| RouteError::Agent {
         agent: agent.name.clone(),
         message,

@@ -103,8 +103,8 @@ impl Users {
         let ok = tokio::task::spawn_blocking(move || {
             password::verify(&hash.unwrap_or_else(decoy_hash), &pw)
         })
-            .await
-            .unwrap_or(false);
+        .await
+        .unwrap_or(false);
         match cand {
             Candidate::Known(u) if ok => admit(&u),
             _ => Err(LoginError::Failed(name.into())),

@@ -60,6 +60,15 @@ pub struct ServerIdentity {
     pub key: PrivateKeyDer<'static>,
 }
 
+impl Clone for ServerIdentity {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
 impl ServerIdentity {
     /// SHA-256 fingerprint of the end-entity certificate, as agents pin it.
     pub fn fingerprint(&self) -> String {
@@ -160,11 +169,20 @@ pub fn parse_fingerprint(s: &str) -> Result<[u8; 32], TlsError> {
 
 /// Server configuration: TLS 1.3 only, ALPN `nova/1`.
 pub fn server_config(id: ServerIdentity) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_alpn(id, &[ALPN])
+}
+
+/// A TLS 1.3 server config for another protocol on the same certificate
+/// (the database front ends: `postgresql` for clients that send ALPN).
+pub fn server_config_alpn(
+    id: ServerIdentity,
+    alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>, TlsError> {
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(id.chain, id.key)?;
-    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     Ok(Arc::new(cfg))
 }
 

@@ -203,6 +203,9 @@ pub struct Classified {
     pub kind: StatementKind,
     /// Why it is `Unparsed`, for the denial message.
     pub parse_error: Option<String>,
+    /// The statement re-rendered, when the request held several (the
+    /// audit records each one); `None` when the request is this statement.
+    pub text: Option<String>,
 }
 
 /// Classifies every statement in `sql` (one simple-protocol query may hold
@@ -216,17 +219,23 @@ pub fn classify(dialect: SqlDialect, sql: &str) -> Vec<Classified> {
         Ok(stmts) if stmts.is_empty() => vec![Classified {
             kind: StatementKind::Empty,
             parse_error: None,
+            text: None,
         }],
-        Ok(stmts) => stmts
-            .iter()
-            .map(|s| Classified {
-                kind: kind_of(s),
-                parse_error: None,
-            })
-            .collect(),
+        Ok(stmts) => {
+            let several = stmts.len() > 1;
+            stmts
+                .iter()
+                .map(|s| Classified {
+                    kind: kind_of(s),
+                    parse_error: None,
+                    text: several.then(|| s.to_string()),
+                })
+                .collect()
+        }
         Err(e) => vec![Classified {
             kind: StatementKind::Unparsed,
             parse_error: Some(e),
+            text: None,
         }],
     }
 }

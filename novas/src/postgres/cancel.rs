@@ -17,9 +17,11 @@ use crate::registry::Agent;
 #[derive(Clone)]
 pub struct Upstream {
     pub resource: String,
+    pub target: String,
+    pub session_id: String,
     pub agent: Arc<Agent>,
-    pub pid: u32,
-    pub secret: u32,
+    /// The real server's key.
+    pub key: super::CancelKey,
 }
 
 /// Live sessions by the key their client was given.
@@ -91,7 +93,10 @@ mod tests {
         let (k1, r1) = keys.register("one");
         let (k2, r2) = keys.register("two");
         assert_ne!(k1, k2);
-        assert!(k1.0 <= 0x7fff_ffff, "pid stays positive for clients that print it");
+        assert!(
+            k1.0 <= 0x7fff_ffff,
+            "pid stays positive for clients that print it"
+        );
         assert_eq!(keys.lookup(k1.0, k1.1), Some("one"));
         assert_eq!(keys.lookup(k1.0, k1.1 ^ 1), None, "the secret must match");
         drop(r1);

@@ -72,10 +72,13 @@ pub mod error_response;
 pub mod frontend;
 pub mod md5;
 pub mod pipeline;
+pub mod relay;
 #[doc(hidden)]
 pub mod robustness;
 pub mod scram;
+pub mod session;
 pub mod startup;
+pub mod upstream;
 pub mod wire;
 
 pub use auth::{
