@@ -5,6 +5,7 @@
 //! - [`registry`]: connected agents, selection across HA replicas.
 //! - [`resources`]: the YAML resources file.
 //! - [`tcp`]: the TCP front end (a port per resource, spliced via an agent).
+//! - [`mysql`]: the MySQL/MariaDB wire protocol, I/O-free (handshake, auth, relay).
 //! - [`web`]: `/healthz`, `/readyz`, `/api/tunnels`.
 //! - [`secrets`]: data-dir files for generated secrets.
 //! - [`cli`]: the `tunnels`, `fingerprint` and `gen-token` subcommands.
@@ -13,6 +14,7 @@
 pub mod agent_listener;
 pub mod cli;
 pub mod config;
+pub mod mysql;
 pub mod registry;
 pub mod resources;
 pub mod secrets;
