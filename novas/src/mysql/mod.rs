@@ -52,3 +52,6 @@ pub use relay::{ClientAction, CommandPhase, RelayError, ServerAction, Turn};
 pub use reply::{ErrPacket, OkPacket};
 pub use response::{Expect, Response, Summary};
 pub use server_auth::{AuthError, ServerConfig, ServerHandshake, ServerStep, Verifiers};
+
+#[cfg(test)]
+mod random_input;
