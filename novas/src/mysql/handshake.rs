@@ -47,7 +47,7 @@ pub const DEFAULT_CHARSET: u8 = 45;
 ///   and MariaDB 10.11 only knows the latter (MySQL 8 only the former).
 ///   No single string is right for every upstream, hence
 ///   [`announced_version`] when the glue has the upstream's greeting.
-/// - Servers with "MariaDB" in the string get a "MariaDB [db]>" prompt
+/// - Servers with "MariaDB" in the string get a `MariaDB [db]>` prompt
 ///   from the `mysql` client; harmless either way.
 ///
 /// 5.7 is what MariaDB 10.x resembles most for connectors, and the

@@ -18,12 +18,69 @@
 //! # How the glue drives a session
 //!
 //! ```text
-//! client ──TLS?──► ServerHandshake ──Authenticated──► UpstreamLogin ──Done──►
-//!        accept()/reject() to the client ◄──────────────────────┘
-//! CommandPhase::new(hs.capabilities()) then loop on turn():
-//!   Client: client_bytes → Command → policy → allow() / refuse(ErrPacket)
-//!   Server: server_bytes → Forward(n)… Done{summary} → audit
+//! // 1. Client-facing login (packets via decode_packet(buf, MAX_HANDSHAKE_PACKET)).
+//! let (mut hs, greeting) = ServerHandshake::new(ServerConfig { .. });
+//! write(client, greeting);
+//! 'login: loop {
+//!     let mut step = hs.on_packet(&read_packet(client)?);
+//!     loop { step = match step {
+//!         ServerStep::Read => continue 'login,
+//!         ServerStep::StartTls => { client = tls_accept(client)?; continue 'login }
+//!         ServerStep::LookUp { user } => hs.credentials(verifiers_of(&user)),
+//!         ServerStep::Send(b) => { write(client, b); continue 'login }
+//!         ServerStep::CheckPassword { user, password } => {
+//!             let ok = check_argon2(&user, &password);   // + cache auth::sha2_verifier
+//!             hs.password_checked(ok)
+//!         }
+//!         ServerStep::Failed { packet, error } => { write(client, packet); return audit(error) }
+//!         ServerStep::Authenticated => break 'login,
+//!     }}
+//! }
+//! // 2. Upstream login with the stored credentials.
+//! let r = hs.response().unwrap();
+//! let mut login = UpstreamLogin::new(UpstreamConfig {
+//!     user, password, database: r.database.clone(), tls,
+//!     client_capabilities: hs.capabilities(), charset: r.charset,
+//!     max_packet: r.max_packet, attrs: r.attrs.clone() });
+//! let up = loop { match login.on_packet(&read_packet(upstream)?) {
+//!     Ok(LoginStep::Read) => {}
+//!     Ok(LoginStep::Send(b)) => write(upstream, b),
+//!     Ok(LoginStep::StartTls(ssl)) => { write(upstream, ssl); upstream = tls_connect(upstream)?;
+//!                                       write(upstream, login.tls_established()?) }
+//!     Ok(LoginStep::Done(up)) => break up,
+//!     Err(e) => { write(client, hs.reject(&ErrPacket::upstream_failed(&e.to_string()))); return }
+//! }};
+//! write(client, hs.accept(up.ok.status));
+//! // 3. Command phase (see relay for every action).
+//! let mut phase = CommandPhase::new(hs.capabilities(), packet::DEFAULT_MAX_PACKET);
+//! loop { match phase.turn() {
+//!     Turn::Client => match phase.client_bytes(&cbuf)? {
+//!         ClientAction::NeedMore => read_more(client, &mut cbuf)?,
+//!         ClientAction::Command { command, len, statement } => {
+//!             match command.refusal().or_else(|| policy(&command, statement.as_deref())) {
+//!                 Some(err) => phase.refuse(err)?,            // audit "denied"
+//!                 None => { phase.allow()?; write(upstream, &cbuf[..len]) }
+//!             }
+//!             cbuf.advance(len);
+//!         }
+//!         ClientAction::Forward(n) => { write(upstream, &cbuf[..n]); cbuf.advance(n) }
+//!         ClientAction::Discard(n) => cbuf.advance(n),
+//!         ClientAction::Reply(err) => write(client, err),
+//!     },
+//!     Turn::Server => match phase.server_bytes(&sbuf)? {
+//!         ServerAction::NeedMore => read_more(upstream, &mut sbuf)?,
+//!         ServerAction::Forward(n) => { write(client, &sbuf[..n]); sbuf.advance(n) }
+//!         ServerAction::Done { forward, summary } => {
+//!             write(client, &sbuf[..forward]); sbuf.advance(forward); audit(summary)
+//!         }
+//!     },
+//!     Turn::Decide => unreachable!("allow/refuse right after Command"),
+//!     Turn::Closed => break,
+//! }}
 //! ```
+//!
+//! `tests/tests/mariadb_smoke.rs` has this glue in blocking form, run
+//! against MariaDB and the real `mysql` client.
 //!
 //! Packets NOVAS parses whole are capped ([`packet::DEFAULT_MAX_PACKET`]
 //! for commands, [`response::MAX_PARSED_REPLY`] for server replies,

@@ -125,6 +125,8 @@ pub enum ServerStep {
     /// Read the client's next packet and pass it to `on_packet`.
     Read,
     /// Accept TLS on the client connection now, then read the next packet.
+    /// Bytes already read after the SSLRequest came in clear text: drop
+    /// them (a client never sends any), do not feed them.
     StartTls,
     /// Look up the user (`response()` has the rest of the hello) and call
     /// [`ServerHandshake::credentials`].
