@@ -9,6 +9,7 @@
 //! - [`route`]: picking an agent and opening a session stream through it.
 //! - [`tcp`]: the TCP front end (a port per resource, spliced via an agent).
 //! - [`postgres`]: PostgreSQL wire protocol v3 without I/O (startup, SCRAM, relay scanners, pipeline).
+//! - [`mysql`]: the MySQL/MariaDB wire protocol, I/O-free (handshake, auth, relay).
 //! - [`web`]: `/healthz`, `/readyz`, `/api/tunnels`.
 //! - [`secrets`]: data-dir files for generated secrets.
 //! - [`store`]: the persistent store (SQLite, or a shared PostgreSQL/MySQL): users, audit.
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod dac;
 pub mod frontend;
+pub mod mysql;
 pub mod postgres;
 pub mod registry;
 pub mod resources;

@@ -36,6 +36,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Manage NOVAS users (reads and writes the store directly)
+    User(Box<cli::user::UserArgs>),
     /// Search the audit trail (reads the store directly)
     Audit(Box<cli::audit::AuditArgs>),
     /// Print the SHA-256 fingerprint agents pin (NOVAC_SERVER_FINGERPRINT)
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
             json,
         }) => tunnels(url, token, data_dir, json),
         Some(Command::Audit(args)) => cli::audit::run(*args),
+        Some(Command::User(args)) => cli::user::main(*args),
         Some(Command::Fingerprint { data_dir, cert }) => {
             cli::fingerprint(data_dir.or_else(|| env_var("NOVAS_DATA_DIR")), cert)
                 .map(|fp| println!("{fp}"))

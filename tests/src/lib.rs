@@ -12,6 +12,7 @@
 //!   [`procs::Novas`] / [`procs::Novac`] wrap the two binaries.
 //! - [`netns`]: a namespace with a veth pair, deleted on drop.
 //! - [`postgres`]: a throwaway PostgreSQL server, optionally in a namespace.
+//! - [`mariadb`]: a throwaway MariaDB server, optionally in a namespace.
 //! - [`http`]: a tiny HTTP/1.1 GET client.
 //! - [`echo`]: a thread-based banner + echo TCP server.
 //! - [`certs`]: a test CA and server certificate.
@@ -22,6 +23,7 @@ pub mod certs;
 pub mod echo;
 pub mod http;
 pub mod locks;
+pub mod mariadb;
 pub mod netns;
 pub mod ports;
 pub mod postgres;

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod tunnels;
+pub mod user;
 
 use std::path::PathBuf;
 

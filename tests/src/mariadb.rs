@@ -1,0 +1,246 @@
+//! A throwaway MariaDB server: `mariadb-install-db` into a fresh data dir,
+//! `mariadbd --no-defaults` (no /etc/mysql config) on a free port bound to
+//! 127.0.0.1 of the given network namespace (or of the host), with its own
+//! socket, pid file and error log. Killed when dropped.
+//!
+//! Users: `root` over the unix socket (bootstrap only), [`ADMIN_USER`]
+//! with every privilege and [`APP_USER`] with all privileges on
+//! [`APP_DB`], both `@'%'` with random passwords. The anonymous users of
+//! a fresh install are deleted: they match before `app@'%'` and make a
+//! correct password fail.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use crate::{
+    ports,
+    procs::{clean_command, command_in, run, run_ok, tail, Proc},
+    require_program, wait_for,
+};
+
+pub const MARIADBD: &str = "/usr/sbin/mariadbd";
+pub const ADMIN_USER: &str = "admin";
+pub const APP_USER: &str = "app";
+pub const APP_DB: &str = "appdb";
+
+pub struct Mariadb {
+    pub port: u16,
+    pub admin_password: String,
+    pub app_password: String,
+    pub netns: Option<String>,
+    dir: PathBuf,
+    socket: PathBuf,
+    proc: Proc,
+}
+
+impl Mariadb {
+    /// Initialises and starts a server under `base`, inside `netns` if
+    /// given. Panics, with the error log's tail, if anything fails.
+    pub fn start(base: &Path, netns: Option<&str>) -> Self {
+        crate::require_root();
+        require_program(MARIADBD);
+        require_program("mariadb-install-db");
+        require_program("mysql");
+        require_program("mariadb-admin");
+
+        let dir = base.join("mariadb");
+        let data = dir.join("data");
+        std::fs::create_dir_all(&dir).expect("create mariadb dir");
+        // mktemp dirs are 0700 root: the mysql user must reach its dir.
+        let mut chmod = Command::new("chmod");
+        chmod.arg("755").arg(base);
+        run_ok(chmod, Duration::from_secs(10));
+        let mut chown = Command::new("chown");
+        chown.args(["-R", "mysql:mysql"]).arg(&dir);
+        run_ok(chown, Duration::from_secs(10));
+
+        let mut install = clean_command("mariadb-install-db");
+        install
+            .arg("--no-defaults")
+            .arg("--user=mysql")
+            .arg(format!("--datadir={}", data.display()))
+            .arg("--skip-test-db")
+            .current_dir(&dir);
+        let out = run(install, Duration::from_secs(180));
+        assert!(
+            out.status.success(),
+            "mariadb-install-db failed ({}):\n{}\n{}",
+            out.status,
+            tail(&out.stdout, 30),
+            tail(&out.stderr, 30)
+        );
+
+        let port = ports::free_port();
+        let socket = dir.join("mysqld.sock");
+        let log = dir.join("error.log");
+        let mut cmd = command_in(netns, Path::new(MARIADBD));
+        cmd.arg("--no-defaults")
+            .arg("--user=mysql")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--port={port}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--pid-file={}", dir.join("mariadbd.pid").display()))
+            .arg(format!("--log-error={}", log.display()))
+            .arg("--skip-name-resolve")
+            .arg("--character-set-server=utf8mb4")
+            .arg("--max-allowed-packet=64M")
+            .arg("--innodb-buffer-pool-size=32M")
+            .arg("--innodb-log-file-size=16M")
+            .arg("--innodb-flush-log-at-trx-commit=0");
+        let mut proc = Proc::spawn("mariadbd", cmd, &dir);
+
+        let what = format!("mariadbd on port {port} to accept connections");
+        wait_for(Duration::from_secs(90), &what, || {
+            if let Some(st) = proc.try_exit() {
+                panic!(
+                    "mariadbd exited ({st}) while starting; error log:\n{}\nstderr:\n{}",
+                    tail(&std::fs::read_to_string(&log).unwrap_or_default(), 40),
+                    proc.stderr_tail(20)
+                );
+            }
+            let mut ping = clean_command("mariadb-admin");
+            ping.arg("--no-defaults")
+                .arg("-uroot")
+                .arg(format!("--socket={}", socket.display()))
+                .arg("--connect-timeout=2")
+                .arg("ping");
+            run(ping, Duration::from_secs(20))
+                .status
+                .success()
+                .then_some(())
+        });
+
+        let db = Self {
+            port,
+            admin_password: format!("adm-{}", crate::random_hex(12)),
+            app_password: format!("app-{}", crate::random_hex(12)),
+            netns: netns.map(str::to_string),
+            dir,
+            socket,
+            proc,
+        };
+        let setup = [
+            "DELETE FROM mysql.global_priv WHERE User=''".to_string(),
+            "FLUSH PRIVILEGES".to_string(),
+            format!(
+                "CREATE USER '{ADMIN_USER}'@'%' IDENTIFIED BY '{}'",
+                db.admin_password
+            ),
+            format!("GRANT ALL PRIVILEGES ON *.* TO '{ADMIN_USER}'@'%' WITH GRANT OPTION"),
+            format!("CREATE DATABASE {APP_DB}"),
+            format!(
+                "CREATE USER '{APP_USER}'@'%' IDENTIFIED BY '{}'",
+                db.app_password
+            ),
+            format!("GRANT ALL PRIVILEGES ON {APP_DB}.* TO '{APP_USER}'@'%'"),
+            "FLUSH PRIVILEGES".to_string(),
+        ];
+        let stmts: Vec<&str> = setup.iter().map(String::as_str).collect();
+        if let Err(e) = db.mysql_socket(&stmts) {
+            panic!("bootstrap statements failed: {e}\n{}", db.log_tail(30));
+        }
+        db
+    }
+
+    /// `host:port` as seen from inside the server's network.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The address as a socket address (reachable from the host only when
+    /// the server is not in a namespace).
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// Connects a TCP stream from the host (no namespace only).
+    pub fn connect(&self) -> TcpStream {
+        assert!(self.netns.is_none(), "the server is in a namespace");
+        TcpStream::connect_timeout(&self.socket_addr(), Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connect to MariaDB at {}: {e}", self.socket_addr()))
+    }
+
+    /// Runs statements as the admin over TCP from inside the server's own
+    /// network (directly, no tunnel).
+    pub fn mysql_local(&self, statements: &[&str]) -> Result<String, String> {
+        mysql(
+            self.netns.as_deref(),
+            "127.0.0.1",
+            self.port,
+            ADMIN_USER,
+            &self.admin_password,
+            None,
+            statements,
+        )
+    }
+
+    /// Runs statements as root over the unix socket.
+    fn mysql_socket(&self, statements: &[&str]) -> Result<String, String> {
+        let mut cmd = clean_command("mysql");
+        cmd.arg("--no-defaults")
+            .arg("-uroot")
+            .arg(format!("--socket={}", self.socket.display()))
+            .args(["--batch", "--skip-column-names", "-e"])
+            .arg(statements.join(";\n"));
+        finish(cmd)
+    }
+
+    /// The last `n` lines of the server's error log.
+    pub fn log_tail(&self, n: usize) -> String {
+        tail(
+            &std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default(),
+            n,
+        )
+    }
+}
+
+impl Drop for Mariadb {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- mariadbd error log (tail) ----\n{}", self.log_tail(40));
+        }
+        self.proc.kill();
+    }
+}
+
+fn finish(cmd: Command) -> Result<String, String> {
+    let out = run(cmd, Duration::from_secs(60));
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(format!("mysql failed ({}): {}", out.status, out.stderr))
+    }
+}
+
+/// The `mysql` client (`--batch --skip-column-names`) as `user` to
+/// `host:port`, optionally in a namespace and with a default database; the
+/// statements run in order in one session. stdout, or stderr on failure.
+pub fn mysql(
+    netns: Option<&str>,
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+    database: Option<&str>,
+    statements: &[&str],
+) -> Result<String, String> {
+    let mut cmd = match netns {
+        Some(_) => command_in(netns, Path::new("/usr/bin/mysql")),
+        None => clean_command("mysql"),
+    };
+    cmd.env("MYSQL_PWD", password)
+        .arg("--no-defaults")
+        .args(["--protocol=TCP", "-h", host, "-P", &port.to_string()])
+        .args(["-u", user, "--connect-timeout=10"])
+        .args(["--batch", "--skip-column-names"]);
+    if let Some(db) = database {
+        cmd.arg(db);
+    }
+    cmd.arg("-e").arg(statements.join(";\n"));
+    finish(cmd)
+}
