@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use super::{
     auth::{self, AuthPlugin},
     caps::Capabilities,
-    handshake::HandshakeResponse,
+    handshake::{AuthSwitchRequest, HandshakeResponse},
     packet::{put_packet, Packet},
     reply::{ErrPacket, OkPacket, OK_HEADER},
     server_auth::{AuthError, ServerConfig, ServerHandshake, ServerStep, Verifiers},
@@ -24,13 +24,25 @@ use super::{
 /// The plugin NOVAS's greeting names.
 pub const GREETING_PLUGIN: AuthPlugin = AuthPlugin::CachingSha2;
 
+/// Where the native path stands (the machine is bypassed once it starts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Native {
+    /// Not taken: the machine runs the login.
+    Off,
+    /// The client answered for `mysql_native_password` without data (a
+    /// client whose default plugin differs from the greeting's does that)
+    /// and was sent an AuthSwitchRequest; its answer comes with `seq`.
+    Switched { verifier: Option<String>, seq: u8 },
+    /// Proven; NOVAS's next packet carries `seq`.
+    Proven { seq: u8 },
+    Finished,
+}
+
 /// One client's login.
 #[derive(Debug)]
 pub struct ClientLogin {
     hs: ServerHandshake,
-    /// Sequence id of NOVAS's next packet when the native answer was
-    /// accepted here (the machine is bypassed from then on).
-    native_ok: Option<u8>,
+    native: Native,
     /// Sequence id after the client's latest packet.
     next_seq: u8,
 }
@@ -42,7 +54,7 @@ impl ClientLogin {
         (
             Self {
                 hs,
-                native_ok: None,
+                native: Native::Off,
                 next_seq: 1,
             },
             greeting,
@@ -64,19 +76,37 @@ impl ClientLogin {
         self.hs.tls()
     }
 
-    /// The plugin the client ended up proving its password with.
+    /// The plugin the client proved its password with.
     pub fn plugin(&self) -> AuthPlugin {
-        if self.native_ok.is_some() {
-            AuthPlugin::Native
-        } else {
-            GREETING_PLUGIN
+        match self.native {
+            Native::Off => GREETING_PLUGIN,
+            _ => AuthPlugin::Native,
         }
     }
 
     /// Feeds one complete client packet.
     pub fn on_packet(&mut self, packet: &Packet) -> ServerStep {
         self.next_seq = packet.last_seq.wrapping_add(1);
-        self.hs.on_packet(packet)
+        match std::mem::replace(&mut self.native, Native::Finished) {
+            Native::Off => {
+                self.native = Native::Off;
+                self.hs.on_packet(packet)
+            }
+            Native::Switched { verifier, seq } if packet.seq == seq => {
+                self.check_native(verifier.as_deref(), &packet.payload)
+            }
+            Native::Switched { seq, .. } => self.native_failed(
+                AuthError::Sequence {
+                    expected: seq,
+                    got: packet.seq,
+                },
+                ErrPacket::new(1156, "08S01", "Got packets out of order"),
+            ),
+            _ => self.native_failed(
+                AuthError::OutOfTurn("no client packet expected now"),
+                ErrPacket::new(1105, "HY000", "NOVAS internal error"),
+            ),
+        }
     }
 
     /// The user's verifiers (the default for an unknown user), after
@@ -85,10 +115,8 @@ impl ClientLogin {
         let Some(r) = self.hs.response() else {
             return self.hs.credentials(verifiers);
         };
-        let answered_native = match (
-            &r.auth_plugin,
-            r.capabilities.contains(Capabilities::PLUGIN_AUTH),
-        ) {
+        let plugin_auth = r.capabilities.contains(Capabilities::PLUGIN_AUTH);
+        let answered_native = match (&r.auth_plugin, plugin_auth) {
             (Some(p), true) => p == AuthPlugin::Native.name(),
             // Without plugin auth the answer is a native scramble.
             _ => true,
@@ -96,22 +124,52 @@ impl ClientLogin {
         if !answered_native || GREETING_PLUGIN == AuthPlugin::Native {
             return self.hs.credentials(verifiers);
         }
+        if r.auth_response.is_empty() && plugin_auth {
+            // Ask for the native answer to the greeting's nonce.
+            let mut payload = BytesMut::new();
+            AuthSwitchRequest::new(AuthPlugin::Native, &self.hs.greeting().scramble)
+                .encode(&mut payload);
+            let mut out = BytesMut::new();
+            let next = put_packet(&mut out, self.next_seq, &payload);
+            self.native = Native::Switched {
+                verifier: verifiers.native,
+                seq: next,
+            };
+            return ServerStep::Send(out.freeze());
+        }
+        let answer = r.auth_response.clone();
+        self.check_native(verifiers.native.as_deref(), &answer)
+    }
+
+    fn check_native(&mut self, verifier: Option<&str>, answer: &[u8]) -> ServerStep {
         let nonce = &self.hs.greeting().scramble;
-        let ok = verifiers
-            .native
-            .as_deref()
-            .is_some_and(|v| auth::native_verify(v, nonce, &r.auth_response));
-        if ok {
-            self.native_ok = Some(self.next_seq);
+        if verifier.is_some_and(|v| auth::native_verify(v, nonce, answer)) {
+            self.native = Native::Proven {
+                seq: self.next_seq,
+            };
             return ServerStep::Authenticated;
         }
-        let user = r.user.clone();
-        let error = AuthError::AccessDenied {
-            user: user.clone(),
-            reason: "mysql_native_password answer does not match",
-        };
-        let packet = self.hs.reject(&ErrPacket::access_denied(&user, true));
+        let user = self.user();
+        self.native_failed(
+            AuthError::AccessDenied {
+                user: user.clone(),
+                reason: "mysql_native_password answer does not match",
+            },
+            ErrPacket::access_denied(&user, true),
+        )
+    }
+
+    fn native_failed(&mut self, error: AuthError, err: ErrPacket) -> ServerStep {
+        self.native = Native::Finished;
+        let packet = err.to_packet(self.next_seq);
         ServerStep::Failed { packet, error }
+    }
+
+    fn user(&self) -> String {
+        self.hs
+            .response()
+            .map(|r| r.user.clone())
+            .unwrap_or_default()
     }
 
     /// The result of the password check of [`ServerStep::CheckPassword`].
@@ -121,30 +179,34 @@ impl ClientLogin {
 
     /// Lets the client in (see [`ServerHandshake::accept`]).
     pub fn accept(&mut self, status: u16) -> Bytes {
-        let Some(seq) = self.native_ok.take() else {
-            return self.hs.accept(status);
-        };
-        // The machine would answer the same way; it is bypassed, so close
-        // it too (a later accept from it is empty).
-        let _ = self.hs.reject(&ErrPacket::new(0, "", ""));
-        let ok = OkPacket {
-            header: OK_HEADER,
-            status: status & !super::caps::status::SESSION_STATE_CHANGED,
-            ..OkPacket::default()
-        };
-        let mut payload = BytesMut::new();
-        ok.encode(self.hs.capabilities(), &mut payload);
-        let mut out = BytesMut::new();
-        put_packet(&mut out, seq, &payload);
-        out.freeze()
+        match std::mem::replace(&mut self.native, Native::Finished) {
+            Native::Off => {
+                self.native = Native::Off;
+                self.hs.accept(status)
+            }
+            Native::Proven { seq } => {
+                let ok = OkPacket {
+                    header: OK_HEADER,
+                    status: status & !super::caps::status::SESSION_STATE_CHANGED,
+                    ..OkPacket::default()
+                };
+                let mut payload = BytesMut::new();
+                ok.encode(self.hs.capabilities(), &mut payload);
+                let mut out = BytesMut::new();
+                put_packet(&mut out, seq, &payload);
+                out.freeze()
+            }
+            _ => Bytes::new(),
+        }
     }
 
     /// Turns the client away with `err` (after authentication, or at any
     /// point the glue gives up): the ERR packet to write.
     pub fn reject(&mut self, err: &ErrPacket) -> Bytes {
-        match self.native_ok.take() {
-            Some(seq) => err.to_packet(seq),
-            None => self.hs.reject(err),
+        match std::mem::replace(&mut self.native, Native::Finished) {
+            Native::Off => self.hs.reject(err),
+            Native::Proven { seq } => err.to_packet(seq),
+            _ => err.to_packet(self.next_seq),
         }
     }
 }
@@ -302,5 +364,49 @@ mod tests {
         let out = packets(&l.reject(&ErrPacket::upstream_failed("down")));
         assert_eq!(out[0].0, 2);
         assert_eq!(ErrPacket::decode(&out[0].1).expect("err").code, 1105);
+    }
+
+    #[test]
+    fn empty_native_answer_gets_a_switch_to_native() {
+        // libmariadb with --default-auth=mysql_native_password and a
+        // caching_sha2_password greeting answers with no data.
+        let (mut l, g) = ClientLogin::new(cfg());
+        let n = nonce(&g);
+        l.on_packet(&hello("alice", "mysql_native_password", vec![]));
+        let ServerStep::Send(b) = l.credentials(user("pw")) else {
+            panic!("expected an auth switch");
+        };
+        let out = packets(&b);
+        assert_eq!(out[0].0, 2);
+        let sw = AuthSwitchRequest::decode(&out[0].1).expect("switch");
+        assert_eq!(sw.plugin, "mysql_native_password");
+        assert_eq!(sw.nonce(), &n[..]);
+        let answer = auth::native_scramble(b"pw", &n);
+        let p = Packet {
+            seq: 3,
+            last_seq: 3,
+            payload: Bytes::copy_from_slice(&answer),
+        };
+        assert!(matches!(l.on_packet(&p), ServerStep::Authenticated));
+        assert_eq!(packets(&l.accept(2))[0].0, 4);
+
+        // Wrong answer, and an answer out of order.
+        for (seq, code) in [(3, 1045), (7, 1156)] {
+            let (mut l, g) = ClientLogin::new(cfg());
+            let n = nonce(&g);
+            l.on_packet(&hello("alice", "mysql_native_password", vec![]));
+            l.credentials(user("pw"));
+            let answer = auth::native_scramble(b"wrong", &n);
+            let p = Packet {
+                seq,
+                last_seq: seq,
+                payload: Bytes::copy_from_slice(&answer),
+            };
+            let ServerStep::Failed { packet, .. } = l.on_packet(&p) else {
+                panic!("expected failure");
+            };
+            let out = packets(&packet);
+            assert_eq!(ErrPacket::decode(&out[0].1).expect("err").code, code);
+        }
     }
 }
