@@ -142,7 +142,8 @@ impl Stack {
     }
 
     /// A Perl DBD::MariaDB script with `$dbh` connected as `user` over TLS
-    /// with server-side prepared statements; its stdout and stderr.
+    /// (NOVAS's certificate verified) with server-side prepared statements;
+    /// its stdout and stderr.
     fn perl(&self, user: &str, password: &str, body: &str) -> nova_e2e::procs::Output {
         let mut cmd = clean_command("perl");
         cmd.env("NOVA_PW", password);
@@ -161,11 +162,12 @@ impl Stack {
             r#"use strict; use warnings; use DBI;
 $| = 1;
 my $dbh = DBI->connect(
-    "DBI:MariaDB:database={APP_DB};host=127.0.0.1;port={port};mariadb_ssl=1;mariadb_server_prepare=1",
+    "DBI:MariaDB:database={APP_DB};host=127.0.0.1;port={port};mariadb_server_prepare=1;mariadb_ssl=1;mariadb_ssl_verify_server_cert=1;mariadb_ssl_ca_file={ca}",
     "{user}", {password_expr}, {{ RaiseError => 1, PrintError => 0, AutoCommit => 1 }});
 {body}
 "#,
-            port = self.port
+            port = self.port,
+            ca = self.novas.cfg.data_dir.join("tls/cert.pem").display(),
         );
         run_with_stdin(cmd, &script, Duration::from_secs(120))
     }
@@ -301,7 +303,7 @@ fn queries_and_multiple_results() {
         out.stdout.lines().collect::<Vec<_>>(),
         ["multi-a", "1", "2", "multi-c"]
     );
-    let multi = s.audit_wait(&["--kind", "statement", "--q", "multi-"], 2);
+    let multi = s.audit_wait(&["--kind", "statement", "-q", "multi-"], 2);
     assert_eq!(multi.len(), 2, "{multi:#?}");
     // A failing statement in the middle stops the rest, as in MariaDB.
     let out = run_with_stdin(
@@ -310,21 +312,21 @@ fn queries_and_multiple_results() {
         Duration::from_secs(60),
     );
     assert!(out.stderr.contains("ERROR 1146"), "{}", out.stderr);
-    let failed = s.audit_wait(&["--kind", "statement", "--q", "missing_table"], 1);
+    let failed = s.audit_wait(&["--kind", "statement", "-q", "missing_table"], 1);
     assert!(
         field(&failed[0], "error")
             .as_str()
             .is_some_and(|e| e.contains("1146")),
         "{failed:#?}"
     );
-    let not_run = s.audit_wait(&["--kind", "statement", "--q", "fail-c"], 1);
+    let not_run = s.audit_wait(&["--kind", "statement", "-q", "fail-c"], 1);
     assert_eq!(field(&not_run[0], "error").as_str(), Some("not executed"));
 
     // COM_INIT_DB (the client's `use`), audited as USE.
     let out = alice.ok(&["use information_schema", "select database()"]);
     assert_eq!(out.trim(), "information_schema");
     let uses = s.audit_wait(
-        &["--kind", "statement", "--q", "USE `information_schema`"],
+        &["--kind", "statement", "-q", "USE `information_schema`"],
         1,
     );
     assert_eq!(field(&uses[0], "kind").as_str(), Some("use"));
@@ -400,7 +402,7 @@ print "still ", ($sth->fetchrow_array)[0], "\n";
             "statement",
             "--user",
             "alice",
-            "--q",
+            "-q",
             "select v from items where id = ?",
         ],
         5,
@@ -507,7 +509,7 @@ fn every_statement_is_audited_once() {
         "statement",
         "--user",
         "alice",
-        "--q",
+        "-q",
         "insert into c",
     ];
     s.audit_wait(&args, N);
@@ -545,6 +547,7 @@ fn large_result_is_streamed() {
         "select seq, repeat('x', 100) from seq_1_to_1000000",
     ]);
     cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    let started = Instant::now();
     let mut child = cmd.spawn().expect("mysql");
     let mut lines = 0usize;
     let mut bytes = 0usize;
@@ -564,12 +567,16 @@ fn large_result_is_streamed() {
     assert_eq!(lines, 1_000_000);
     assert!(bytes > 100_000_000);
     let after = vm_hwm_kib(s.novas.proc.pid());
+    eprintln!(
+        "large result: {lines} rows, {bytes} bytes in {:?}; NOVAS VmHWM {before} -> {after} KiB",
+        started.elapsed()
+    );
     assert!(
         after.saturating_sub(before) < 48 * 1024,
         "NOVAS peak RSS grew by {} KiB for a {bytes}-byte result",
         after - before
     );
-    let ev = s.audit_wait(&["--kind", "statement", "--q", "seq_1_to_1000000"], 1);
+    let ev = s.audit_wait(&["--kind", "statement", "-q", "seq_1_to_1000000"], 1);
     assert_eq!(field(&ev[0], "rows").as_u64(), Some(1_000_000), "{ev:#?}");
 }
 

@@ -32,9 +32,14 @@ enum Native {
     /// The client answered for `mysql_native_password` without data (a
     /// client whose default plugin differs from the greeting's does that)
     /// and was sent an AuthSwitchRequest; its answer comes with `seq`.
-    Switched { verifier: Option<String>, seq: u8 },
+    Switched {
+        verifier: Option<String>,
+        seq: u8,
+    },
     /// Proven; NOVAS's next packet carries `seq`.
-    Proven { seq: u8 },
+    Proven {
+        seq: u8,
+    },
     Finished,
 }
 
@@ -144,9 +149,7 @@ impl ClientLogin {
     fn check_native(&mut self, verifier: Option<&str>, answer: &[u8]) -> ServerStep {
         let nonce = &self.hs.greeting().scramble;
         if verifier.is_some_and(|v| auth::native_verify(v, nonce, answer)) {
-            self.native = Native::Proven {
-                seq: self.next_seq,
-            };
+            self.native = Native::Proven { seq: self.next_seq };
             return ServerStep::Authenticated;
         }
         let user = self.user();

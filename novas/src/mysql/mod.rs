@@ -18,6 +18,7 @@
 //! - [`gate`]: per-command policy decisions and audit outcomes.
 //! - [`proxy`]: the command phase with I/O, policy and audit.
 //! - [`session`]: the front end: one client session top to bottom.
+//! - [`rewind`]: a connection with bytes put back (TLS right after SSLRequest).
 //!
 //! # How the glue drives a session
 //!
@@ -103,6 +104,7 @@ pub mod proxy;
 pub mod relay;
 pub mod reply;
 pub mod response;
+pub mod rewind;
 pub mod server_auth;
 pub mod session;
 pub mod stmts;

@@ -37,6 +37,7 @@ use super::{
     packet::{decode_packet, Packet, PacketError},
     proxy::{read_only_upstream, Proxy, ReadOnlyError},
     reply::ErrPacket,
+    rewind::Rewind,
     server_auth::{AuthError, ServerConfig, ServerStep, Verifiers},
 };
 use crate::{
@@ -55,7 +56,7 @@ const CLIENT_LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bound on the upstream login once the agent answered.
 const UPSTREAM_LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
 
-type ClientIo = Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
+type ClientIo = Either<TcpStream, tokio_rustls::server::TlsStream<Rewind<TcpStream>>>;
 
 /// The MySQL front end, shared by every MySQL resource.
 pub struct MysqlFront {
@@ -217,13 +218,10 @@ impl MysqlFront {
                         let Either::Left(tcp) = io else {
                             return Ok(None);
                         };
-                        // Bytes sent after SSLRequest but before the
-                        // handshake would bypass TLS: refuse them.
-                        if !buf.is_empty() {
-                            tracing::info!("data after SSLRequest; dropped");
-                            return Ok(None);
-                        }
-                        io = Either::Right(self.tls.accept(tcp).await?);
+                        // What followed the SSLRequest is the start of
+                        // the TLS handshake.
+                        let early = std::mem::take(&mut buf);
+                        io = Either::Right(self.tls.accept(Rewind::new(early, tcp)).await?);
                         break;
                     }
                     ServerStep::LookUp { user } => {
