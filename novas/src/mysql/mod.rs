@@ -18,6 +18,7 @@
 //! - [`gate`]: per-command policy decisions and audit outcomes.
 //! - [`proxy`]: the command phase with I/O, policy and audit.
 //! - [`session`]: the front end: one client session top to bottom.
+//! - [`sha2_cache`]: the `caching_sha2_password` fast-path cache.
 //! - [`rewind`]: a connection with bytes put back (TLS right after SSLRequest).
 //!
 //! # How the glue drives a session
@@ -107,6 +108,7 @@ pub mod response;
 pub mod rewind;
 pub mod server_auth;
 pub mod session;
+pub mod sha2_cache;
 pub mod stmts;
 pub mod wire;
 

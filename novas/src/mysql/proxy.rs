@@ -376,3 +376,203 @@ fn reserve(buf: &mut BytesMut) {
         buf.reserve(READ_CHUNK);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use tokio::io::DuplexStream;
+
+    use super::*;
+    use crate::{
+        access::Policies,
+        audit::{AuditQuery, AuditorConfig, EventType},
+        mysql::{
+            caps::status,
+            command::com,
+            packet::{decode_packet, put_packet},
+        },
+        registry::Selector,
+        resources::Resource,
+        store::test_util::sqlite_store,
+    };
+
+    const POLICY: &str = r#"
+policies:
+  - name: ro
+    users: [bob]
+    resources: [my]
+    read_only: true
+"#;
+
+    fn caps() -> Capabilities {
+        Capabilities::PROTOCOL_41
+            | Capabilities::SECURE_CONNECTION
+            | Capabilities::PLUGIN_AUTH
+            | Capabilities::TRANSACTIONS
+            | Capabilities::MULTI_RESULTS
+            | Capabilities::DEPRECATE_EOF
+    }
+
+    fn ok(seq: u8, affected: u64) -> Bytes {
+        OkPacket {
+            header: OK_HEADER,
+            affected_rows: affected,
+            status: status::AUTOCOMMIT,
+            ..OkPacket::default()
+        }
+        .to_packet(caps(), seq)
+    }
+
+    async fn packet(io: &mut DuplexStream, buf: &mut BytesMut) -> Option<Bytes> {
+        loop {
+            if let Some(p) = decode_packet(buf, 1 << 20).expect("framing") {
+                return Some(p.payload);
+            }
+            if io.read_buf(buf).await.expect("read") == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// A database that answers every command with OK (affected rows 1)
+    /// and records what it got.
+    async fn fake_server(mut io: DuplexStream) -> Vec<Vec<u8>> {
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        while let Some(p) = packet(&mut io, &mut buf).await {
+            got.push(p.to_vec());
+            if p.first() == Some(&com::QUIT) {
+                break;
+            }
+            io.write_all(&ok(1, 1)).await.expect("answer");
+        }
+        got
+    }
+
+    fn command(code: u8, body: &[u8]) -> Bytes {
+        let mut payload = vec![code];
+        payload.extend_from_slice(body);
+        let mut out = BytesMut::new();
+        put_packet(&mut out, 0, &payload);
+        out.freeze()
+    }
+
+    #[tokio::test]
+    async fn read_only_session_in_memory() {
+        let (store, dir) = sqlite_store().await;
+        let cfg = AuditorConfig {
+            linger: Duration::from_millis(5),
+            ..AuditorConfig::new("n1", dir.path())
+        };
+        let auditor = crate::audit::Auditor::start(store.clone(), cfg).await;
+        let policies = Policies::parse(POLICY, "p.yaml").expect("policies");
+        let policy = policies.iter().next().expect("policy").clone();
+        let res = Resource {
+            name: "my".into(),
+            kind: tunnel_proto::StreamKind::Mysql,
+            target: "db:3306".into(),
+            listen_port: 0,
+            selector: Selector {
+                name: None,
+                tags: Default::default(),
+            },
+            database: None,
+            accounts: vec![],
+        };
+        let mut audit =
+            SessionAudit::new(&auditor, "s1", &res, "127.0.0.1:1".parse().expect("addr"));
+        audit.user = Some("bob".into());
+
+        let (mut client, mut proxy_client) = tokio::io::duplex(1 << 16);
+        let (mut proxy_server, server) = tokio::io::duplex(1 << 16);
+        let server = tokio::spawn(fake_server(server));
+        let driver = async {
+            let proxy = Proxy::new(&policy, &auditor, &audit, caps(), status::AUTOCOMMIT);
+            proxy
+                .run(
+                    &mut proxy_client,
+                    &mut proxy_server,
+                    BytesMut::new(),
+                    BytesMut::new(),
+                )
+                .await
+        };
+        let talk = async {
+            let mut buf = BytesMut::new();
+            let mut answers = Vec::new();
+            for (code, body) in [
+                (com::QUERY, &b"drop table t"[..]),
+                (com::QUERY, b"insert into t values (1)"),
+                (com::QUERY, b"select 1"),
+                (com::CHANGE_USER, b"root\0"),
+                (com::RESET_CONNECTION, b""),
+                (com::INIT_DB, b"other"),
+            ] {
+                client.write_all(&command(code, body)).await.expect("send");
+                let p = packet(&mut client, &mut buf).await.expect("answer");
+                answers.push(p.to_vec());
+            }
+            client
+                .write_all(&command(com::QUIT, b""))
+                .await
+                .expect("quit");
+            answers
+        };
+        let (end, answers) = tokio::join!(driver, talk);
+        assert!(matches!(end, End::ClientClosed), "{end:?}");
+        let codes: Vec<Option<u16>> = answers
+            .iter()
+            .map(|a| ErrPacket::decode(a).ok().map(|e| e.code))
+            .collect();
+        assert_eq!(
+            codes,
+            [Some(1142), Some(1142), None, Some(1227), None, None]
+        );
+        let denial = ErrPacket::decode(&answers[0]).expect("err");
+        assert!(denial.message.contains("\"ro\""), "{}", denial.message);
+
+        // Nothing refused reached the database; the guard came back after
+        // the reset.
+        let got = server.await.expect("server");
+        let texts: Vec<String> = got
+            .iter()
+            .map(|p| String::from_utf8_lossy(&p[1..]).to_string())
+            .collect();
+        assert_eq!(
+            texts,
+            ["select 1", "", READ_ONLY_SQL, "other", ""],
+            "{got:?}"
+        );
+
+        auditor.shutdown(Duration::from_secs(5)).await;
+        let events = store
+            .query_events(&AuditQuery {
+                kind: Some(EventType::Statement),
+                ..Default::default()
+            })
+            .await
+            .expect("query");
+        let mut seen: Vec<(String, String)> = events
+            .iter()
+            .filter_map(|e| match &e.event {
+                EventKind::Statement { text, decision, .. } => {
+                    Some((text.clone(), decision.to_string()))
+                }
+                _ => None,
+            })
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                ("COM_CHANGE_USER".to_string(), "deny".to_string()),
+                ("USE `other`".into(), "allow".into()),
+                ("drop table t".into(), "deny".into()),
+                ("insert into t values (1)".into(), "deny".into()),
+                ("select 1".into(), "allow".into()),
+            ]
+        );
+    }
+}

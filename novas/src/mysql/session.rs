@@ -19,7 +19,6 @@ use std::{
 };
 
 use bytes::BytesMut;
-use sha2::{Digest, Sha256};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
@@ -28,7 +27,6 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 
 use super::{
-    auth,
     client_auth::{
         LoginError as UpstreamLoginError, LoginStep, Upstream, UpstreamConfig, UpstreamLogin,
     },
@@ -39,6 +37,7 @@ use super::{
     reply::ErrPacket,
     rewind::Rewind,
     server_auth::{AuthError, ServerConfig, ServerStep, Verifiers},
+    sha2_cache::Sha2Cache,
 };
 use crate::{
     access::Identity,
@@ -47,7 +46,6 @@ use crate::{
     frontend::{FrontEnd, Incoming},
     resources::Resource,
     route::{route, Metered, RouteError},
-    store::UserRecord,
     users::{self, Candidate, LoginError},
 };
 
@@ -79,35 +77,6 @@ impl MysqlFront {
             next_connection_id: AtomicU32::new(1),
         }
     }
-}
-
-/// `caching_sha2_password`'s server-side cache, as in MySQL: filled by a
-/// full authentication (the password over TLS), used by the fast path.
-/// Entries are tied to the user's current password hash, so changing the
-/// password voids them.
-#[derive(Default)]
-struct Sha2Cache {
-    entries: Mutex<HashMap<String, ([u8; 32], [u8; 32])>>,
-}
-
-impl Sha2Cache {
-    fn get(&self, u: &UserRecord) -> Option<[u8; 32]> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let (stamp, verifier) = entries.get(&u.name)?;
-        (*stamp == password_stamp(u)).then_some(*verifier)
-    }
-
-    fn put(&self, u: &UserRecord, password: &str) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.insert(
-            u.name.clone(),
-            (password_stamp(u), auth::sha2_verifier(password)),
-        );
-    }
-}
-
-fn password_stamp(u: &UserRecord) -> [u8; 32] {
-    Sha256::digest(u.password_argon2.as_bytes()).into()
 }
 
 /// A client that proved who it is.
