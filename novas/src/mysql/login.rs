@@ -1,11 +1,14 @@
 //! The client-facing login as NOVAS runs it: [`ServerHandshake`] greeting
 //! with `caching_sha2_password` (MySQL 8's default), plus one rule the
 //! machine alone does not have: a client that answered the greeting for
-//! `mysql_native_password` is checked against the user's native verifier
-//! directly, the way a MySQL server treats an account whose plugin is
-//! `mysql_native_password`. Every NOVAS user has both verifiers, so both
-//! plugins log in; an unknown user fails at the same step with the same
-//! error as a wrong password.
+//! `mysql_native_password` is checked against the user's native verifier,
+//! the way a MySQL server treats an account whose plugin is
+//! `mysql_native_password`. A client whose default plugin differs from the
+//! greeting's answers without data (libmariadb with
+//! `--default-auth=mysql_native_password` does); it gets an
+//! AuthSwitchRequest to `mysql_native_password` with the same nonce. Every
+//! NOVAS user has both verifiers, so both plugins log in; an unknown user
+//! fails at the same step with the same error as a wrong password.
 //!
 //! I/O-free like the machine it wraps: the glue calls the same methods in
 //! the same order (see [`ServerHandshake`]).
@@ -410,6 +413,59 @@ mod tests {
             };
             let out = packets(&packet);
             assert_eq!(ErrPacket::decode(&out[0].1).expect("err").code, code);
+        }
+    }
+
+    /// Random packets at every step, with and without a native hello
+    /// first: failures are fine, panics are not.
+    #[test]
+    fn random_packets_never_panic() {
+        use rand::{Rng, RngCore};
+        let mut rng = rand::rng();
+        for i in 0..2_000 {
+            let (mut l, g) = ClientLogin::new(cfg());
+            let mut seq = 1u8;
+            if i % 2 == 0 {
+                seq = 2;
+                let answer = if i % 4 == 0 {
+                    vec![]
+                } else {
+                    auth::native_scramble(b"pw", &nonce(&g)).to_vec()
+                };
+                if let ServerStep::LookUp { .. } =
+                    l.on_packet(&hello("alice", "mysql_native_password", answer))
+                {
+                    // Empty answer: switched, the next packet is seq 3.
+                    if let ServerStep::Send(_) = l.credentials(user("other")) {
+                        seq = 3;
+                    }
+                }
+            }
+            for _ in 0..4 {
+                let mut payload = vec![0u8; rng.random_range(0..64)];
+                rng.fill_bytes(&mut payload);
+                let s = if rng.random_bool(0.8) {
+                    seq
+                } else {
+                    rng.random()
+                };
+                let p = Packet {
+                    seq: s,
+                    last_seq: s,
+                    payload: Bytes::from(payload),
+                };
+                let mut step = l.on_packet(&p);
+                for _ in 0..3 {
+                    step = match step {
+                        ServerStep::LookUp { .. } => l.credentials(user("pw")),
+                        ServerStep::CheckPassword { .. } => l.password_checked(false),
+                        _ => break,
+                    };
+                }
+                seq = seq.wrapping_add(2);
+            }
+            let _ = l.accept(2);
+            let _ = l.reject(&ErrPacket::upstream_failed("x"));
         }
     }
 }

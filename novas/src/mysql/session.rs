@@ -170,6 +170,9 @@ impl MysqlFront {
                 Ok(None) => return Ok(None),
                 Err(e) => {
                     tracing::info!(error = %e, "bad packet during login");
+                    if let Some(user) = &name {
+                        audit.login_failure(user, format!("bad packet during login: {e}"));
+                    }
                     let err = match e {
                         PacketError::TooLarge { .. } => ErrPacket::packet_too_large(),
                         PacketError::Sequence { .. } => {
@@ -363,7 +366,9 @@ impl MysqlFront {
             account: Some(account.name.clone()),
         });
         let Some(hello) = c.login.response().cloned() else {
+            // Authenticated implies a response; nothing to log in with.
             stats.active_streams.fetch_sub(1, Ordering::Relaxed);
+            audit.emit(close_event("no handshake response".into(), started, 0, 0));
             return;
         };
         let mut attrs: Vec<(String, String)> = hello
