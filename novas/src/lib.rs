@@ -9,7 +9,7 @@
 //! - [`route`]: picking an agent and opening a session stream through it.
 //! - [`tcp`]: the TCP front end (a port per resource, spliced via an agent).
 //! - [`postgres`]: PostgreSQL wire protocol v3 without I/O (startup, SCRAM, relay scanners, pipeline).
-//! - [`mysql`]: the MySQL/MariaDB wire protocol, I/O-free (handshake, auth, relay).
+//! - [`mysql`]: the MySQL/MariaDB wire protocol (I/O-free) and the MySQL front end.
 //! - [`web`]: `/healthz`, `/readyz`, `/api/tunnels`.
 //! - [`secrets`]: data-dir files for generated secrets.
 //! - [`store`]: the persistent store (SQLite, or a shared PostgreSQL/MySQL): users, audit.
@@ -119,6 +119,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         identity.clone(),
         &[b"postgresql"],
     )?);
+    let mysql_tls =
+        tokio_rustls::TlsAcceptor::from(tls::server_config_alpn(identity.clone(), &[])?);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(identity)?);
     let registry = Arc::new(registry::Registry::new(cfg.node_name.clone()));
     let tasks = TaskTracker::new();
@@ -159,6 +161,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         tls: db_tls,
         cancel: Default::default(),
     });
+    let mysql_front = Arc::new(mysql::session::MysqlFront::new(dac.clone(), mysql_tls));
     for (listener, res) in resource_listeners {
         tracing::info!(resource = %res.name, kind = res.kind.as_str(), port = res.listen_port, target = %res.target, "resource listening");
         let (tasks2, stop) = (tasks.clone(), shutdown.clone());
@@ -167,6 +170,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 listener,
                 res,
                 pg_front.clone(),
+                tasks2,
+                stop,
+            )),
+            tunnel_proto::StreamKind::Mysql => tasks.spawn(frontend::serve(
+                listener,
+                res,
+                mysql_front.clone(),
                 tasks2,
                 stop,
             )),

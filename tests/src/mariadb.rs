@@ -18,7 +18,7 @@ use std::{
 
 use crate::{
     ports,
-    procs::{clean_command, command_in, run, run_ok, tail, Proc},
+    procs::{clean_command, command_in, run, run_ok, run_with_stdin, tail, Output, Proc},
     require_program, wait_for,
 };
 
@@ -243,4 +243,80 @@ pub fn mysql(
     }
     cmd.arg("-e").arg(statements.join(";\n"));
     finish(cmd)
+}
+
+/// The `mysql` client against NOVAS's MySQL front end: a NOVAS user and
+/// password, a database, TLS or not, an authentication plugin.
+#[derive(Debug, Clone)]
+pub struct MysqlClient {
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub database: Option<String>,
+    /// `--ssl` (TLS to NOVAS, certificate not verified) or `--ssl=0`.
+    pub tls: bool,
+    /// `--default-auth=…`; `None`: the plugin the greeting names.
+    pub default_auth: Option<String>,
+}
+
+impl MysqlClient {
+    pub fn new(port: u16, user: &str, password: &str, database: &str) -> Self {
+        Self {
+            port,
+            user: user.into(),
+            password: password.into(),
+            database: Some(database.into()),
+            tls: true,
+            default_auth: None,
+        }
+    }
+
+    /// The program with the connection flags (`--batch --skip-column-names`).
+    pub fn command(&self) -> Command {
+        let mut cmd = clean_command("mysql");
+        cmd.env("MYSQL_PWD", &self.password)
+            .arg("--no-defaults")
+            .args([
+                "--protocol=TCP",
+                "-h",
+                "127.0.0.1",
+                "-P",
+                &self.port.to_string(),
+            ])
+            .args(["-u", &self.user, "--connect-timeout=10"])
+            .args(["--batch", "--skip-column-names"])
+            .arg(if self.tls { "--ssl" } else { "--ssl=0" });
+        if let Some(p) = &self.default_auth {
+            cmd.arg(format!("--default-auth={p}"));
+        }
+        if let Some(db) = &self.database {
+            cmd.arg(db);
+        }
+        cmd
+    }
+
+    /// Runs the statements in one session, read from stdin with `--force`:
+    /// an error does not stop the rest (so a test can see that the session
+    /// stays usable). Each statement is its own COM_QUERY.
+    pub fn run(&self, statements: &[&str]) -> Output {
+        let mut cmd = self.command();
+        cmd.arg("--force");
+        let mut script = statements.join(";\n");
+        script.push_str(";\n");
+        run_with_stdin(cmd, &script, Duration::from_secs(120))
+    }
+
+    /// Like [`run`](Self::run), but every statement must succeed.
+    pub fn ok(&self, statements: &[&str]) -> String {
+        let out = self.run(statements);
+        assert!(
+            out.status.success() && out.stderr.trim().is_empty(),
+            "mysql as {} {statements:?} failed ({}): {}{}",
+            self.user,
+            out.status,
+            out.stdout,
+            out.stderr
+        );
+        out.stdout
+    }
 }

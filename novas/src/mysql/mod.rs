@@ -14,6 +14,12 @@
 //! - [`response`]: following one answer packet by packet ([`Response`]).
 //! - [`relay`]: the command phase over raw bytes ([`CommandPhase`]).
 //! - [`stmts`]: prepared statement ids → SQL.
+//! - [`login`]: the client login as NOVAS runs it (both plugins).
+//! - [`gate`]: per-command policy decisions and audit outcomes.
+//! - [`proxy`]: the command phase with I/O, policy and audit.
+//! - [`session`]: the front end: one client session top to bottom.
+//! - [`sha2_cache`]: the `caching_sha2_password` fast-path cache.
+//! - [`rewind`]: a connection with bytes put back (TLS right after SSLRequest).
 //!
 //! # How the glue drives a session
 //!
@@ -91,12 +97,18 @@ pub mod auth;
 pub mod caps;
 pub mod client_auth;
 pub mod command;
+pub mod gate;
 pub mod handshake;
+pub mod login;
 pub mod packet;
+pub mod proxy;
 pub mod relay;
 pub mod reply;
 pub mod response;
+pub mod rewind;
 pub mod server_auth;
+pub mod session;
+pub mod sha2_cache;
 pub mod stmts;
 pub mod wire;
 
