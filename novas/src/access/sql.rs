@@ -320,9 +320,9 @@ fn kind_of(stmt: &Statement) -> StatementKind {
             }
         }
         Statement::Execute { .. } => K::Execute,
-        Statement::Deallocate { .. } | Statement::Discard { .. } | Statement::Reset(_) => {
-            K::Deallocate
-        }
+        Statement::Deallocate { .. } | Statement::Discard { .. } => K::Deallocate,
+        // PostgreSQL's RESET var is harmless, MySQL's RESET MASTER is not.
+        Statement::Reset(_) => K::Maintenance,
         Statement::Call(_) => K::Call,
         Statement::Lock(_) | Statement::LockTables { .. } | Statement::UnlockTables => K::Lock,
         Statement::Analyze(_)
@@ -438,6 +438,10 @@ fn set_kind(set: &SetStatement) -> StatementKind {
                 || text.contains("characteristics")
                 || text.contains("role")
                 || text.contains("authorization")
+                || text.contains("password")
+                || text.contains("global")
+                || text.contains("persist")
+                || text.contains("sql_log_bin")
             {
                 StatementKind::SetPrivileged
             } else {

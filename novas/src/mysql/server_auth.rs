@@ -125,8 +125,9 @@ pub enum ServerStep {
     /// Read the client's next packet and pass it to `on_packet`.
     Read,
     /// Accept TLS on the client connection now, then read the next packet.
-    /// Bytes already read after the SSLRequest came in clear text: drop
-    /// them (a client never sends any), do not feed them.
+    /// Clients send their TLS ClientHello right behind the SSLRequest, so
+    /// bytes already read belong to the TLS handshake: hand them to TLS
+    /// (`mysql::rewind`), never to this state machine.
     StartTls,
     /// Look up the user (`response()` has the rest of the hello) and call
     /// [`ServerHandshake::credentials`].
