@@ -34,3 +34,20 @@ pub fn try_claim(name: &str) -> Option<Claim> {
         Err(_) => None,
     }
 }
+
+/// Claims `name`, waiting for another holder to let go.
+pub fn claim(name: &str) -> Claim {
+    let path = lock_dir().join(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("open lock file {}: {e}", path.display()));
+    file.lock()
+        .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
+    Claim {
+        _file: file,
+        name: name.to_string(),
+    }
+}

@@ -65,7 +65,11 @@ impl Mariadb {
             .arg(format!("--datadir={}", data.display()))
             .arg("--skip-test-db")
             .current_dir(&dir);
+        // mariadb-install-db was seen failing when several ran at once on
+        // 2 CPUs: one at a time (it takes about a second).
+        let serial = crate::locks::claim("mariadb-install-db");
         let out = run(install, Duration::from_secs(180));
+        drop(serial);
         assert!(
             out.status.success(),
             "mariadb-install-db failed ({}):\n{}\n{}",
