@@ -95,10 +95,44 @@ pub async fn open_on(agent: &Agent, header: &StreamOpen) -> Result<TunnelStream,
     }
 }
 
-/// Counts bytes through a tunnel stream into the agent's live stats.
+/// Logs why a session could not be routed (the user's client only sees a
+/// refusal or a closed connection; the reason is here).
+pub fn log_route_error(e: &RouteError) {
+    match e {
+        RouteError::Refused { .. } => tracing::warn!(error = %e, "agent refused stream"),
+        _ => tracing::warn!(error = %e, "session refused"),
+    }
+}
+
+/// A session's tunnel stream: counts it as active on its agent while it
+/// lives, and counts bytes both into the agent's live stats and for this
+/// session alone.
 pub struct Metered<'a> {
-    pub inner: TunnelStream,
-    pub stats: &'a AgentStats,
+    inner: TunnelStream,
+    stats: &'a AgentStats,
+    /// Bytes sent towards the target.
+    pub sent: u64,
+    /// Bytes received from the target.
+    pub received: u64,
+}
+
+impl<'a> Metered<'a> {
+    pub fn new(inner: TunnelStream, stats: &'a AgentStats) -> Self {
+        stats.active_streams.fetch_add(1, Ordering::Relaxed);
+        stats.streams_total.fetch_add(1, Ordering::Relaxed);
+        Self {
+            inner,
+            stats,
+            sent: 0,
+            received: 0,
+        }
+    }
+}
+
+impl Drop for Metered<'_> {
+    fn drop(&mut self) {
+        self.stats.active_streams.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl AsyncRead for Metered<'_> {
@@ -112,6 +146,7 @@ impl AsyncRead for Metered<'_> {
         let n = buf.filled().len() - before;
         if n > 0 {
             self.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+            self.received += n as u64;
         }
         r
     }
@@ -126,6 +161,7 @@ impl AsyncWrite for Metered<'_> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
             self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+            self.sent += n as u64;
         }
         r
     }

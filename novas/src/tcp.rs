@@ -1,12 +1,12 @@
 //! The TCP front end: each user connection becomes one stream through a
 //! healthy matching agent, spliced both ways.
 
-use std::sync::{atomic::Ordering, Arc};
+use std::sync::Arc;
 
 use crate::{
     frontend::{FrontEnd, Incoming},
     registry::Registry,
-    route::{route, Metered, RouteError},
+    route::{log_route_error, route, Metered},
 };
 
 const SPLICE_BUF: usize = 64 * 1024;
@@ -25,26 +25,11 @@ impl FrontEnd for Tcp {
         } = incoming;
         let (agent, stream) = match route(&session_id, &res, &self.registry).await {
             Ok(x) => x,
-            Err(e) => {
-                // The user's client sees a closed connection; the reason is here.
-                match e {
-                    RouteError::Refused { .. } => {
-                        tracing::warn!(error = %e, "agent refused stream")
-                    }
-                    _ => tracing::warn!(error = %e, "session refused"),
-                }
-                return;
-            }
+            Err(e) => return log_route_error(&e),
         };
         tracing::Span::current().record("agent.name", agent.name.as_str());
         tracing::info!(%client, target = %res.target, "session open");
-        let stats = &agent.stats;
-        stats.active_streams.fetch_add(1, Ordering::Relaxed);
-        stats.streams_total.fetch_add(1, Ordering::Relaxed);
-        let mut tunnel = Metered {
-            inner: stream,
-            stats,
-        };
+        let mut tunnel = Metered::new(stream, &agent.stats);
         let result = tokio::io::copy_bidirectional_with_sizes(
             &mut conn,
             &mut tunnel,
@@ -52,7 +37,7 @@ impl FrontEnd for Tcp {
             SPLICE_BUF,
         )
         .await;
-        stats.active_streams.fetch_sub(1, Ordering::Relaxed);
+        drop(tunnel);
         match result {
             Ok((up, down)) => tracing::info!(bytes.up = up, bytes.down = down, "session closed"),
             Err(e) => tracing::info!(error = %e, "session closed with an error"),

@@ -200,6 +200,12 @@ fn login_queries_and_refusals() {
     assert!(failures.len() >= 3, "{failures:?}");
     let opens = s.audit_wait(&["--kind", "session_open", "--user", "alice"], 1);
     assert!(!opens.is_empty());
+    // Each close carries that session's own byte counts.
+    let closes = s.audit_wait(&["--kind", "session_close", "--user", "alice"], 4);
+    for ev in &closes {
+        let down = field(ev, "bytes_down").as_u64().unwrap_or(0);
+        assert!(down > 0 && down < 1_000_000, "{ev}");
+    }
 }
 
 /// Read-only and deny-list policies, decided by the SQL parser, answered

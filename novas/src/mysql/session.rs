@@ -45,7 +45,7 @@ use crate::{
     dac::{Dac, SessionAudit},
     frontend::{FrontEnd, Incoming},
     resources::Resource,
-    route::{route, Metered, RouteError},
+    route::{log_route_error, route, Metered},
     users::{self, Candidate, LoginError},
 };
 
@@ -327,12 +327,7 @@ impl MysqlFront {
         let (agent, stream) = match route(session_id, res, &self.dac.registry).await {
             Ok(x) => x,
             Err(e) => {
-                match e {
-                    RouteError::Refused { .. } => {
-                        tracing::warn!(error = %e, "agent refused stream")
-                    }
-                    _ => tracing::warn!(error = %e, "session refused"),
-                }
+                log_route_error(&e);
                 audit.emit(close_event(
                     format!("not connected: {e}"),
                     Instant::now(),
@@ -349,17 +344,7 @@ impl MysqlFront {
         };
         tracing::Span::current().record("agent.name", agent.name.as_str());
         let started = Instant::now();
-        let stats = &agent.stats;
-        stats.active_streams.fetch_add(1, Ordering::Relaxed);
-        stats.streams_total.fetch_add(1, Ordering::Relaxed);
-        let (in0, out0) = (
-            stats.bytes_in.load(Ordering::Relaxed),
-            stats.bytes_out.load(Ordering::Relaxed),
-        );
-        let mut upstream_io = Metered {
-            inner: stream,
-            stats,
-        };
+        let mut upstream_io = Metered::new(stream, &agent.stats);
         audit.emit(EventKind::SessionOpen {
             agent: Some(agent.name.clone()),
             client_addr: client.to_string(),
@@ -367,7 +352,6 @@ impl MysqlFront {
         });
         let Some(hello) = c.login.response().cloned() else {
             // Authenticated implies a response; nothing to log in with.
-            stats.active_streams.fetch_sub(1, Ordering::Relaxed);
             audit.emit(close_event("no handshake response".into(), started, 0, 0));
             return;
         };
@@ -404,7 +388,6 @@ impl MysqlFront {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "upstream login failed");
-                stats.active_streams.fetch_sub(1, Ordering::Relaxed);
                 audit.emit(close_event(
                     format!("upstream login failed: {e}"),
                     started,
@@ -416,7 +399,6 @@ impl MysqlFront {
                 return;
             }
             Err(_) => {
-                stats.active_streams.fetch_sub(1, Ordering::Relaxed);
                 audit.emit(close_event(
                     "upstream login timed out".into(),
                     started,
@@ -438,7 +420,6 @@ impl MysqlFront {
             );
         let ok = c.login.accept(status);
         if c.io.write_all(&ok).await.is_err() || c.io.flush().await.is_err() {
-            stats.active_streams.fetch_sub(1, Ordering::Relaxed);
             audit.emit(close_event(
                 "client left during login".into(),
                 started,
@@ -466,9 +447,7 @@ impl MysqlFront {
         let end = proxy
             .run(&mut c.io, &mut upstream_io, c.buf, from_server)
             .await;
-        stats.active_streams.fetch_sub(1, Ordering::Relaxed);
-        let up_bytes = stats.bytes_in.load(Ordering::Relaxed).saturating_sub(in0);
-        let down_bytes = stats.bytes_out.load(Ordering::Relaxed).saturating_sub(out0);
+        let (up_bytes, down_bytes) = (upstream_io.sent, upstream_io.received);
         tracing::info!(outcome = %end.outcome(), "session closed");
         audit.emit(close_event(end.outcome(), started, up_bytes, down_bytes));
     }

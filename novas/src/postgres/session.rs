@@ -4,7 +4,7 @@
 
 use std::{
     net::SocketAddr,
-    sync::{atomic::Ordering, Arc},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -31,7 +31,7 @@ use crate::{
     dac::{Dac, SessionAudit},
     frontend::{FrontEnd, Incoming},
     resources::Resource,
-    route::{route, Metered, RouteError},
+    route::{log_route_error, route, Metered},
     users::{self, Candidate, LoginError},
 };
 
@@ -288,12 +288,7 @@ impl PostgresFront {
         let (agent, stream) = match route(session_id, res, &self.dac.registry).await {
             Ok(x) => x,
             Err(e) => {
-                match e {
-                    RouteError::Refused { .. } => {
-                        tracing::warn!(error = %e, "agent refused stream")
-                    }
-                    _ => tracing::warn!(error = %e, "session refused"),
-                }
+                log_route_error(&e);
                 audit.emit(EventKind::SessionClose {
                     outcome: format!("not connected: {e}"),
                     bytes_up: 0,
@@ -311,17 +306,7 @@ impl PostgresFront {
         };
         tracing::Span::current().record("agent.name", agent.name.as_str());
         let started = Instant::now();
-        let stats = &agent.stats;
-        stats.active_streams.fetch_add(1, Ordering::Relaxed);
-        stats.streams_total.fetch_add(1, Ordering::Relaxed);
-        let (in0, out0) = (
-            stats.bytes_in.load(Ordering::Relaxed),
-            stats.bytes_out.load(Ordering::Relaxed),
-        );
-        let mut upstream_io = Metered {
-            inner: stream,
-            stats,
-        };
+        let mut upstream_io = Metered::new(stream, &agent.stats);
         let database = database_for(&login.startup, &login.identity, res, &account.username);
         audit.emit(EventKind::SessionOpen {
             agent: Some(agent.name.clone()),
@@ -346,7 +331,6 @@ impl PostgresFront {
                 let er = upstream_error(&e);
                 let _ = login.io.write_all(&er.to_bytes()).await;
                 let _ = login.io.shutdown().await;
-                stats.active_streams.fetch_sub(1, Ordering::Relaxed);
                 audit.emit(close_event(
                     format!("upstream login failed: {e}"),
                     started,
@@ -362,7 +346,6 @@ impl PostgresFront {
                     "the database did not complete the login in time".into(),
                 )
                 .await;
-                stats.active_streams.fetch_sub(1, Ordering::Relaxed);
                 audit.emit(close_event(
                     "upstream login timed out".into(),
                     started,
@@ -397,7 +380,6 @@ impl PostgresFront {
         }
         LoginMessage::ReadyForQuery(up.status).encode(&mut hello);
         if login.io.write_all(&hello).await.is_err() {
-            stats.active_streams.fetch_sub(1, Ordering::Relaxed);
             audit.emit(close_event(
                 "client left during login".into(),
                 started,
@@ -419,9 +401,7 @@ impl PostgresFront {
             )
             .await;
         drop(registration);
-        stats.active_streams.fetch_sub(1, Ordering::Relaxed);
-        let up_bytes = stats.bytes_in.load(Ordering::Relaxed).saturating_sub(in0);
-        let down_bytes = stats.bytes_out.load(Ordering::Relaxed).saturating_sub(out0);
+        let (up_bytes, down_bytes) = (upstream_io.sent, upstream_io.received);
         tracing::info!(outcome = %end.outcome(), "session closed");
         audit.emit(close_event(end.outcome(), started, up_bytes, down_bytes));
     }
