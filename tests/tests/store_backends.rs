@@ -4,7 +4,11 @@
 
 use std::{path::Path, time::Duration};
 
-use nova_e2e::{postgres::Postgres, TestDir};
+use nova_e2e::{
+    mariadb::{Mariadb, ADMIN_USER, APP_DB},
+    postgres::Postgres,
+    TestDir,
+};
 use novas::{
     audit::{AuditEvent, AuditQuery, Auditor, AuditorConfig, Decision, EventKind, EventType},
     store::{Store, StoreError, UserRecord},
@@ -88,6 +92,29 @@ fn postgres_store() {
     );
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(exercise(&url, &wrong, "postgres", &pg.password, dir.path()));
+}
+
+/// The shared store on MariaDB (what a multi-NOVAS deployment on EC2 uses).
+#[test]
+fn mariadb_store() {
+    let dir = TestDir::new("store-mariadb");
+    let db = Mariadb::start(dir.path(), None);
+    let url = format!(
+        "mysql://{ADMIN_USER}:{}@127.0.0.1:{}/{APP_DB}",
+        db.admin_password, db.port
+    );
+    let wrong = format!(
+        "mysql://{ADMIN_USER}:wrong-{}@127.0.0.1:{}/{APP_DB}",
+        db.admin_password, db.port
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(exercise(
+        &url,
+        &wrong,
+        "mysql",
+        &db.admin_password,
+        dir.path(),
+    ));
 }
 
 /// Everything the store promises, against the database at `url`; `wrong`
