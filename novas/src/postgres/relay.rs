@@ -204,8 +204,12 @@ impl<'a> Relay<'a> {
         pipeline: &mut Pipeline,
         buf: &mut BytesMut,
         to_server: &mut BytesMut,
-    ) -> Result<(), String> {
-        while let Some(item) = fe.next(buf).map_err(|e: ProtocolError| e.to_string())? {
+    ) -> Result<(), ErrorResponse> {
+        let violation = |e: String| ErrorResponse::protocol_violation(e);
+        while let Some(item) = fe
+            .next(buf)
+            .map_err(|e: ProtocolError| violation(e.to_string()))?
+        {
             if pipeline.should_swallow(item.msg_type()) {
                 continue;
             }
@@ -220,7 +224,7 @@ impl<'a> Relay<'a> {
                     if first {
                         pipeline
                             .forwarded_raw(msg_type, &[])
-                            .map_err(|e| e.to_string())?;
+                            .map_err(|e| violation(e.to_string()))?;
                     }
                     to_server.extend_from_slice(&bytes);
                 }
@@ -234,8 +238,8 @@ impl<'a> Relay<'a> {
         m: &FrontendMessage,
         pipeline: &mut Pipeline,
         to_server: &mut BytesMut,
-    ) -> Result<(), String> {
-        let err = |e: super::PipelineError| e.to_string();
+    ) -> Result<(), ErrorResponse> {
+        let err = |e: super::PipelineError| ErrorResponse::protocol_violation(e.to_string());
         match m.kind() {
             FrontendKind::Query(q) => {
                 let sql: Arc<str> = q.sql.to_string_lossy().into();
@@ -309,6 +313,17 @@ impl<'a> Relay<'a> {
                 to_server.extend_from_slice(m.raw());
             }
             FrontendKind::Execute(e) => {
+                // A statement prepared earlier runs again: with the audit
+                // store down (fail-closed) it cannot be recorded, and the
+                // pipeline has no way to refuse an Execute alone, so the
+                // session ends instead.
+                if let Err(why) = self.auditor.check() {
+                    return Err(ErrorResponse::new(
+                        Severity::Fatal,
+                        "57P03",
+                        format!("session ended: {why}"),
+                    ));
+                }
                 let (text, kinds) = match self.portals.get(e.portal.as_bytes()) {
                     Some(Some(p)) => (p.sql.clone(), p.kinds.clone()),
                     // Prepared before NOVAS could see it cannot happen; a
