@@ -2,7 +2,7 @@
 //! users are, what the policies say, where events go, and one way to
 //! record a session's events.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use crate::{
     access::Policies,
@@ -67,5 +67,35 @@ impl SessionAudit {
         if let Err(e) = self.auditor.record(ev) {
             tracing::error!(error = %e, "audit event not recorded");
         }
+    }
+}
+
+/// How a front end's relay ended.
+#[derive(Debug)]
+pub enum End {
+    ClientClosed,
+    ServerClosed,
+    ClientError(String),
+    ServerError(String),
+}
+
+impl End {
+    pub fn outcome(&self) -> String {
+        match self {
+            Self::ClientClosed => "closed by client".into(),
+            Self::ServerClosed => "closed by database".into(),
+            Self::ClientError(e) => format!("client error: {e}"),
+            Self::ServerError(e) => format!("database error: {e}"),
+        }
+    }
+}
+
+/// The session-close event, with the time since `started`.
+pub fn close_event(outcome: String, started: Instant, up: u64, down: u64) -> EventKind {
+    EventKind::SessionClose {
+        outcome,
+        bytes_up: up,
+        bytes_down: down,
+        duration_ms: started.elapsed().as_millis() as u64,
     }
 }

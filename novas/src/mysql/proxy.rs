@@ -21,6 +21,7 @@ use super::{
 use crate::{
     access::Policy,
     audit::{Auditor, Decision, EventKind},
+    dac::End,
     dac::SessionAudit,
 };
 
@@ -31,26 +32,6 @@ const READ_CHUNK: usize = 64 * 1024;
 /// every COM_RESET_CONNECTION (which resets it): the server then refuses
 /// writes too, behind the statement classifier.
 pub const READ_ONLY_SQL: &str = "SET SESSION TRANSACTION READ ONLY";
-
-/// How the relay ended.
-#[derive(Debug)]
-pub enum End {
-    ClientClosed,
-    ServerClosed,
-    ClientError(String),
-    ServerError(String),
-}
-
-impl End {
-    pub fn outcome(&self) -> String {
-        match self {
-            Self::ClientClosed => "closed by client".into(),
-            Self::ServerClosed => "closed by database".into(),
-            Self::ClientError(e) => format!("client error: {e}"),
-            Self::ServerError(e) => format!("database error: {e}"),
-        }
-    }
-}
 
 /// Which side the relay waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

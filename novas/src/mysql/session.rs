@@ -42,7 +42,7 @@ use super::{
 use crate::{
     access::Identity,
     audit::EventKind,
-    dac::{Dac, SessionAudit},
+    dac::{close_event, Dac, SessionAudit},
     frontend::{FrontEnd, Incoming},
     resources::Resource,
     route::{log_route_error, route, Metered},
@@ -541,14 +541,5 @@ fn auth_failure_reason(e: &AuthError) -> String {
             "caching_sha2_password needs the password once over TLS; client did not use TLS".into()
         }
         other => other.to_string(),
-    }
-}
-
-fn close_event(outcome: String, started: Instant, up: u64, down: u64) -> EventKind {
-    EventKind::SessionClose {
-        outcome,
-        bytes_up: up,
-        bytes_down: down,
-        duration_ms: started.elapsed().as_millis() as u64,
     }
 }

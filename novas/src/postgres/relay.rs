@@ -16,6 +16,7 @@ use super::{
 use crate::{
     access::{Policy, SqlDialect, StatementDecision},
     audit::{Auditor, Decision, EventKind},
+    dac::End,
     dac::SessionAudit,
 };
 
@@ -24,26 +25,6 @@ use crate::{
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024 * 1024;
 /// Reads are at most this large; results stream through in such pieces.
 const READ_CHUNK: usize = 64 * 1024;
-
-/// How the relay ended.
-#[derive(Debug)]
-pub enum End {
-    ClientClosed,
-    ServerClosed,
-    ClientError(String),
-    ServerError(String),
-}
-
-impl End {
-    pub fn outcome(&self) -> String {
-        match self {
-            Self::ClientClosed => "closed by client".into(),
-            Self::ServerClosed => "closed by database".into(),
-            Self::ClientError(e) => format!("client error: {e}"),
-            Self::ServerError(e) => format!("database error: {e}"),
-        }
-    }
-}
 
 /// A prepared statement as NOVAS saw it at Parse time.
 struct Prepared {

@@ -28,7 +28,7 @@ use super::{
 use crate::{
     access::Identity,
     audit::EventKind,
-    dac::{Dac, SessionAudit},
+    dac::{close_event, Dac, SessionAudit},
     frontend::{FrontEnd, Incoming},
     resources::Resource,
     route::{log_route_error, route, Metered},
@@ -472,15 +472,6 @@ fn upstream_error(e: &UpstreamError) -> ErrorResponse {
             ),
         ),
         other => ErrorResponse::new(Severity::Fatal, "08001", other.to_string()),
-    }
-}
-
-fn close_event(outcome: String, started: Instant, up: u64, down: u64) -> EventKind {
-    EventKind::SessionClose {
-        outcome,
-        bytes_up: up,
-        bytes_down: down,
-        duration_ms: started.elapsed().as_millis() as u64,
     }
 }
 
