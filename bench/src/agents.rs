@@ -1,5 +1,5 @@
 //! Many idle agents in this process, for novas's per-agent memory: each is a
-//! real TLS + yamux tunnel that registers with Hello and answers every Ping.
+//! real TLS + mux tunnel that registers with Hello and answers every Ping.
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -9,7 +9,7 @@ use tunnel_proto::{
     control::{preface, Control},
     io::{read_frame, write_frame},
     tls::{client_config, parse_fingerprint, ServerTrust},
-    transport::{tls_yamux::TlsYamuxConnector, Connector, Tunnel},
+    transport::{tls_mux::TlsMuxConnector, Connector, Tunnel},
     Secret, Tags, PROTO_VERSION,
 };
 
@@ -26,7 +26,7 @@ impl Drop for FakeAgent {
 }
 
 pub struct Fleet {
-    connector: Arc<TlsYamuxConnector>,
+    connector: Arc<TlsMuxConnector>,
     server: String,
     token: String,
 }
@@ -36,7 +36,7 @@ impl Fleet {
         let pin = parse_fingerprint(fingerprint)?;
         let tls = client_config(&ServerTrust::Pinned(vec![pin]))?;
         Ok(Self {
-            connector: Arc::new(TlsYamuxConnector {
+            connector: Arc::new(TlsMuxConnector {
                 tls,
                 timeout: Duration::from_secs(10),
             }),

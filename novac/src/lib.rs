@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tunnel_proto::{
     tls,
-    transport::{tls_yamux::TlsYamuxConnector, Connector},
+    transport::{tls_mux::TlsMuxConnector, Connector},
 };
 
 pub use config::Config;
@@ -29,7 +29,7 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Runs the agent until `shutdown` fires and the sessions have drained.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let tls = tls::client_config(&cfg.trust)?;
-    let connector: Arc<dyn Connector> = Arc::new(TlsYamuxConnector {
+    let connector: Arc<dyn Connector> = Arc::new(TlsMuxConnector {
         tls,
         timeout: CONNECT_TIMEOUT,
     });

@@ -8,7 +8,7 @@ use tracing::Instrument;
 use tunnel_proto::{
     io::{read_frame, write_frame},
     stream::split_target,
-    transport::{tls_yamux::tune_socket, TunnelStream},
+    transport::{tls_mux::tune_socket, TunnelStream},
     StreamErrorCode, StreamKind, StreamOpen, StreamReply,
 };
 

@@ -1,4 +1,4 @@
-//! The agent port: TLS 1.3 + yamux, then the control stream.
+//! The agent port: TLS 1.3 + the tunnel mux, then the control stream.
 //!
 //! Unauthenticated connections are cheap to drop: a bounded number may be in
 //! their handshake at once (the rest are closed on accept), and TLS, the
@@ -21,7 +21,7 @@ use tunnel_proto::{
     control::{self, dead_after, validate_name, Control, Preface, RejectCode, PREFACE_LEN},
     io::{read_frame, spawn_frame_reader, write_frame, FrameIoError},
     secret::token_eq,
-    transport::{tls_yamux, Tunnel, TunnelStream},
+    transport::{tls_mux, Tunnel, TunnelStream},
     Secret, PROTO_VERSION,
 };
 
@@ -155,7 +155,7 @@ async fn handshake(
     peer: std::net::SocketAddr,
     ctx: &ListenerCtx,
 ) -> Result<Registered, HandshakeError> {
-    let mut tunnel = tls_yamux::accept(tcp, &ctx.acceptor, peer).await?;
+    let mut tunnel = tls_mux::accept(tcp, &ctx.acceptor, peer).await?;
     let control = tunnel
         .incoming
         .recv()

@@ -43,7 +43,7 @@ pub async fn serve<F: FrontEnd>(
             _ = shutdown.cancelled() => break,
         };
         // Keepalive too: a vanished client must not hold a DB session forever.
-        tunnel_proto::transport::tls_yamux::tune_socket(&conn);
+        tunnel_proto::transport::tls_mux::tune_socket(&conn);
         let session_id = uuid::Uuid::new_v4().to_string();
         let span = tracing::info_span!(
             "session",

@@ -2,7 +2,7 @@
 //!
 //! - [`access`]: users' passwords, policies, SQL statement classification.
 //! - [`config`]: NOVAS_* variables and flags, validated at start.
-//! - [`agent_listener`]: the agent port (TLS + yamux, Hello, heartbeats).
+//! - [`agent_listener`]: the agent port (TLS + mux, Hello, heartbeats).
 //! - [`registry`]: connected agents, selection across HA replicas.
 //! - [`resources`]: the YAML resources file.
 //! - [`frontend`]: the accept loop shared by the front ends.

@@ -202,16 +202,18 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio_util::compat::TokioAsyncReadCompatExt;
-    use tunnel_proto::transport::{tls_yamux::spawn_driver, Tunnel};
+    use tunnel_proto::{
+        mux::Role,
+        transport::{tls_mux::spawn_driver, Tunnel},
+    };
 
     /// An agent entry backed by a real in-memory tunnel; the returned
     /// tunnels keep both ends alive.
     fn agent(reg: &Registry, name: &str, tags: &str) -> (Arc<Agent>, Tunnel, Tunnel) {
         let (a, b) = tokio::io::duplex(64 * 1024);
         let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
-        let server = spawn_driver(a.compat(), yamux::Mode::Server, addr);
-        let client = spawn_driver(b.compat(), yamux::Mode::Client, addr);
+        let server = spawn_driver(a, Role::Server, addr);
+        let client = spawn_driver(b, Role::Client, addr);
         let agent = Arc::new(Agent {
             conn_id: reg.next_conn_id(),
             name: name.into(),

@@ -8,7 +8,7 @@ use tunnel_proto::{
     control::{self, Control, RejectCode},
     io::{read_frame, write_frame},
     tls::{client_config, parse_fingerprint, ServerTrust},
-    transport::{tls_yamux::TlsYamuxConnector, Connector, Tunnel},
+    transport::{tls_mux::TlsMuxConnector, Connector, Tunnel},
     Secret, Tags, PROTO_VERSION,
 };
 
@@ -19,8 +19,8 @@ pub fn pinned_tls(fingerprint: &str) -> Arc<rustls::ClientConfig> {
 }
 
 /// The tunnel connector agents use, pinned to `fingerprint`.
-pub fn connector(fingerprint: &str) -> TlsYamuxConnector {
-    TlsYamuxConnector {
+pub fn connector(fingerprint: &str) -> TlsMuxConnector {
+    TlsMuxConnector {
         tls: pinned_tls(fingerprint),
         timeout: Duration::from_secs(10),
     }
@@ -42,7 +42,7 @@ pub enum HelloOutcome {
 
 /// Dials, opens the control stream, sends the preface and a Hello, and reads
 /// the answer.
-pub async fn hello(connector: &TlsYamuxConnector, addr: &str, token: &str) -> HelloOutcome {
+pub async fn hello(connector: &TlsMuxConnector, addr: &str, token: &str) -> HelloOutcome {
     let tunnel = match connector.connect(addr).await {
         Ok(t) => t,
         Err(e) => return HelloOutcome::Closed(format!("connect: {e}")),

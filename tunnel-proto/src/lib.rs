@@ -11,7 +11,9 @@
 //! - [`tls`]: rustls configurations (TLS 1.3 only): server from PEM files or a
 //!   generated-and-persisted certificate, client by CA file or pinned SHA-256.
 //! - [`io`]: async helpers that read and write frames on any tokio stream.
-//! - [`transport`]: the multiplexed [`transport::Tunnel`] and its TLS+yamux
+//! - [`mux`]: the stream multiplexer (frames, windows, one driver task per
+//!   connection; streams write to TLS themselves).
+//! - [`transport`]: the multiplexed [`transport::Tunnel`] and its TLS
 //!   implementation.
 //!
 //! Nothing here knows about databases, users or policies.
@@ -20,6 +22,7 @@
 pub mod control;
 pub mod frame;
 pub mod io;
+pub mod mux;
 pub mod secret;
 pub mod stream;
 pub mod tags;

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 pub use rustls::pki_types::CertificateDer as CertDer;
 
 /// ALPN protocol id of the NOVA tunnel.
-pub const ALPN: &[u8] = b"nova/1";
+pub const ALPN: &[u8] = b"nova/2";
 
 /// Why TLS material could not be loaded or built.
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +167,7 @@ pub fn parse_fingerprint(s: &str) -> Result<[u8; 32], TlsError> {
     Ok(out)
 }
 
-/// Server configuration: TLS 1.3 only, ALPN `nova/1`.
+/// Server configuration: TLS 1.3 only, ALPN `nova/2`.
 pub fn server_config(id: ServerIdentity) -> Result<Arc<ServerConfig>, TlsError> {
     server_config_alpn(id, &[ALPN])
 }
@@ -195,7 +195,7 @@ pub enum ServerTrust {
     CaFile(PathBuf),
 }
 
-/// Agent configuration: TLS 1.3 only, ALPN `nova/1`.
+/// Agent configuration: TLS 1.3 only, ALPN `nova/2`.
 pub fn client_config(trust: &ServerTrust) -> Result<Arc<ClientConfig>, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?;

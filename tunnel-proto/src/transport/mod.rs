@@ -2,19 +2,22 @@
 //!
 //! A [`Tunnel`] is one authenticated connection between an agent and a
 //! server, able to open and accept byte streams. A transport (today
-//! TLS+yamux in [`tls_yamux`]) builds it and runs its one driver task; the
-//! rest of NOVA only sees [`Tunnel`], [`Opener`] and [`TunnelStream`].
+//! TLS + the NOVA mux in [`tls_mux`]) builds it and runs its one driver
+//! task; the rest of NOVA only sees [`Tunnel`], [`Opener`] and
+//! [`TunnelStream`].
 
-pub mod tls_yamux;
+pub mod tls_mux;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use futures::future::BoxFuture;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    sync::{mpsc, oneshot},
+    sync::mpsc,
 };
 use tokio_util::sync::CancellationToken;
+
+use crate::mux;
 
 /// A byte stream inside a tunnel.
 pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -50,37 +53,42 @@ pub enum TransportError {
     Closed,
 }
 
-type OpenReply = oneshot::Sender<Result<TunnelStream, TransportError>>;
-
 /// Opens streams on a tunnel; cheap to clone and share.
 #[derive(Clone)]
 pub struct Opener {
-    tx: mpsc::Sender<OpenReply>,
-    closed: CancellationToken,
+    conn: Arc<mux::Conn>,
 }
 
 impl Opener {
-    /// Opens a new outbound stream.
+    /// Opens a new outbound stream. Local: the peer learns of it from the
+    /// first frame, so this costs no round trip.
     pub async fn open(&self) -> Result<TunnelStream, TransportError> {
-        let (reply_tx, reply_rx) = oneshot::channel();
-        tokio::select! {
-            sent = self.tx.send(reply_tx) => sent.map_err(|_| TransportError::Closed)?,
-            _ = self.closed.cancelled() => return Err(TransportError::Closed),
-        }
-        tokio::select! {
-            r = reply_rx => r.map_err(|_| TransportError::Closed)?,
-            _ = self.closed.cancelled() => Err(TransportError::Closed),
+        match self.conn.open() {
+            Ok(s) => Ok(Box::new(s)),
+            Err(mux::OpenError::Closed) => Err(TransportError::Closed),
+            Err(e) => Err(TransportError::Mux(e.to_string())),
         }
     }
 
     /// True once the underlying connection has ended.
     pub fn is_closed(&self) -> bool {
-        self.closed.is_cancelled()
+        self.conn.closed.is_cancelled()
     }
 
     /// Resolves when the underlying connection has ended.
     pub async fn closed(&self) {
-        self.closed.cancelled().await
+        self.conn.closed.cancelled().await
+    }
+}
+
+/// The streams a peer opens, in order.
+pub struct Incoming(pub(crate) mpsc::Receiver<mux::MuxStream>);
+
+impl Incoming {
+    /// The next stream; `None` once the tunnel has ended.
+    pub async fn recv(&mut self) -> Option<TunnelStream> {
+        let s = self.0.recv().await?;
+        Some(Box::new(s))
     }
 }
 
@@ -88,7 +96,7 @@ impl Opener {
 pub struct Tunnel {
     pub opener: Opener,
     /// Streams the peer opened, in order.
-    pub incoming: mpsc::Receiver<TunnelStream>,
+    pub incoming: Incoming,
     pub peer: SocketAddr,
     shutdown: CancellationToken,
 }

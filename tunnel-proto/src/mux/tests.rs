@@ -1,0 +1,227 @@
+//! The mux over an in-memory pipe: both ends in one test, no sockets.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use super::{frame::Header, frame::Kind, *};
+
+struct End {
+    conn: std::sync::Arc<Conn>,
+    incoming: tokio::sync::mpsc::Receiver<MuxStream>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+fn end(io: impl AsyncRead + AsyncWrite + Send + 'static, role: Role) -> End {
+    let (rd, wr) = tokio::io::split(io);
+    let stop = CancellationToken::new();
+    let (conn, incoming) = spawn(Box::new(rd), Box::new(wr), role, stop.clone());
+    End {
+        conn,
+        incoming,
+        _stop: stop.drop_guard(),
+    }
+}
+
+fn pair(pipe: usize) -> (End, End) {
+    let (a, b) = tokio::io::duplex(pipe);
+    (end(a, Role::Client), end(b, Role::Server))
+}
+
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .expect("timed out")
+}
+
+#[tokio::test]
+async fn opens_both_ways_and_echoes() {
+    let (client, mut server) = pair(64 * 1024);
+    let mut s = client.conn.open().expect("open");
+    assert_eq!(s.id(), 1);
+    s.write_all(b"ping").await.expect("write");
+    let mut inb = within(server.incoming.recv()).await.expect("inbound");
+    let mut buf = [0u8; 4];
+    within(inb.read_exact(&mut buf)).await.expect("read");
+    assert_eq!(&buf, b"ping");
+    inb.write_all(b"pong").await.expect("write back");
+    within(s.read_exact(&mut buf)).await.expect("read back");
+    assert_eq!(&buf, b"pong");
+
+    let mut client = client;
+    let mut back = server.conn.open().expect("server opens");
+    assert_eq!(back.id(), 2);
+    back.write_all(b"x").await.expect("write");
+    let mut got = within(client.incoming.recv()).await.expect("inbound 2");
+    let mut one = [0u8; 1];
+    within(got.read_exact(&mut one)).await.expect("read");
+    assert_eq!(&one, b"x");
+}
+
+#[tokio::test]
+async fn bulk_both_directions_with_a_small_pipe_is_intact() {
+    // A 16 KiB pipe keeps the socket full, so frames queue and the window
+    // runs out many times over.
+    let (client, mut server) = pair(16 * 1024);
+    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+    let s = client.conn.open().expect("open");
+    let inb = within(server.incoming.recv()).await.expect("inbound");
+    let (mut cr, mut cw) = tokio::io::split(s);
+    let (mut sr, mut sw) = tokio::io::split(inb);
+    let up = data.clone();
+    let w1 = tokio::spawn(async move {
+        cw.write_all(&up).await.expect("write up");
+        cw.shutdown().await.expect("fin up");
+    });
+    let down = data.clone();
+    let w2 = tokio::spawn(async move {
+        sw.write_all(&down).await.expect("write down");
+        sw.shutdown().await.expect("fin down");
+    });
+    let mut got_up = Vec::new();
+    let mut got_down = Vec::new();
+    let (a, b) = tokio::join!(sr.read_to_end(&mut got_up), cr.read_to_end(&mut got_down));
+    a.expect("read up");
+    b.expect("read down");
+    within(w1).await.expect("w1");
+    within(w2).await.expect("w2");
+    assert!(got_up == data, "upload corrupted");
+    assert!(got_down == data, "download corrupted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_streams_interleave() {
+    let (client, mut server) = pair(32 * 1024);
+    let client = std::sync::Arc::new(client);
+    let echo = tokio::spawn(async move {
+        while let Some(s) = server.incoming.recv().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = tokio::io::split(s);
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    let mut tasks = Vec::new();
+    for i in 0..64u32 {
+        // Opened from many tasks at once: Open frames must still leave in
+        // id order.
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let s = client.conn.open().expect("open");
+            let msg: Vec<u8> = (0..100_000u32).map(|j| ((i + j) % 256) as u8).collect();
+            let (mut r, mut w) = tokio::io::split(s);
+            let m = msg.clone();
+            let wr = tokio::spawn(async move {
+                w.write_all(&m).await.expect("write");
+                w.shutdown().await.expect("fin");
+            });
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).await.expect("read");
+            wr.await.expect("writer");
+            assert!(got == msg, "stream {i} corrupted");
+        }));
+    }
+    for t in tasks {
+        within(t).await.expect("stream task");
+    }
+    echo.abort();
+}
+
+#[tokio::test]
+async fn drop_resets_and_peer_sees_it() {
+    let (client, mut server) = pair(64 * 1024);
+    let s = client.conn.open().expect("open");
+    let mut inb = within(server.incoming.recv()).await.expect("inbound");
+    drop(s);
+    let mut buf = [0u8; 1];
+    let err = within(inb.read(&mut buf)).await.expect_err("reset");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    // Writing to a reset stream fails too, and the connection lives on.
+    assert!(inb.write_all(b"late").await.is_err());
+    let mut s2 = client.conn.open().expect("open after reset");
+    s2.write_all(b"ok").await.expect("write");
+    let mut inb2 = within(server.incoming.recv()).await.expect("inbound 2");
+    let mut two = [0u8; 2];
+    within(inb2.read_exact(&mut two)).await.expect("read");
+    assert_eq!(&two, b"ok");
+}
+
+#[tokio::test]
+async fn fin_delivers_everything_then_eof() {
+    let (client, mut server) = pair(64 * 1024);
+    let mut s = client.conn.open().expect("open");
+    s.write_all(b"last words").await.expect("write");
+    s.shutdown().await.expect("fin");
+    let mut inb = within(server.incoming.recv()).await.expect("inbound");
+    let mut got = String::new();
+    within(inb.read_to_string(&mut got)).await.expect("read");
+    assert_eq!(got, "last words");
+    // Half-close: the other direction still works.
+    inb.write_all(b"reply").await.expect("write back");
+    let mut back = [0u8; 5];
+    within(s.read_exact(&mut back)).await.expect("read back");
+    assert_eq!(&back, b"reply");
+}
+
+#[tokio::test]
+async fn peer_gone_ends_streams_and_opener() {
+    let (client, server) = pair(64 * 1024);
+    let mut s = client.conn.open().expect("open");
+    drop(server);
+    within(client.conn.closed.cancelled()).await;
+    let mut buf = [0u8; 1];
+    assert!(within(s.read(&mut buf)).await.is_err());
+    assert!(matches!(client.conn.open(), Err(OpenError::Closed)));
+}
+
+/// Raw frames written by a hostile peer.
+async fn hostile(bytes: Vec<u8>) -> End {
+    let (a, mut b) = tokio::io::duplex(1 << 20);
+    let server = end(a, Role::Server);
+    b.write_all(&bytes).await.expect("write raw");
+    // Keep `b` open: the server must end the connection on its own.
+    within(server.conn.closed.cancelled()).await;
+    drop(b);
+    server
+}
+
+#[tokio::test]
+async fn garbage_and_violations_end_the_connection() {
+    // Not a frame at all.
+    hostile(b"GET / HTTP/1.1\r\n\r\n".to_vec()).await;
+    // Oversized data frame.
+    hostile(Header::new(Kind::Data, 1, u32::MAX).encode().to_vec()).await;
+    // A stream id of the wrong parity (a client opens odd ids).
+    hostile(Header::new(Kind::Open, 2, 0).encode().to_vec()).await;
+    // Overrunning the window.
+    let mut v = Header::new(Kind::Open, 1, 0).encode().to_vec();
+    for _ in 0..3 {
+        v.extend_from_slice(&Header::new(Kind::Data, 1, frame::MAX_DATA).encode());
+        v.extend(std::iter::repeat_n(0u8, frame::MAX_DATA as usize));
+    }
+    hostile(v).await;
+}
+
+#[tokio::test]
+async fn random_bytes_never_panic() {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..200 {
+        let mut v = Vec::new();
+        // Start from a valid open so some inputs get deeper.
+        v.extend_from_slice(&Header::new(Kind::Open, 1, 0).encode());
+        for _ in 0..(x % 64) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            v.push((x % 7) as u8);
+            v.extend_from_slice(&x.to_be_bytes()[..(x % 9) as usize]);
+        }
+        let (a, mut b) = tokio::io::duplex(1 << 16);
+        let server = end(a, Role::Server);
+        let _ = b.write_all(&v).await;
+        drop(b); // EOF: the connection must end either way
+        within(server.conn.closed.cancelled()).await;
+    }
+}
