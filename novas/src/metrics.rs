@@ -515,6 +515,7 @@ mod tests {
             streams_total: 3,
             bytes_in: 0,
             bytes_out: 0,
+            group: String::new(),
         }
     }
 

@@ -103,7 +103,9 @@ fn metrics_follow_agents_sessions_and_refusals() {
     let name = format!("metrics-agent-{}", unique_suffix());
     let mut agent =
         NovacConfig::for_server(&novas, &name, &format!("App={app};Env=e2e")).start(&dir, "novac");
-    novas.wait_registered(&name, REGISTER);
+    let t = novas.wait_registered(&name, REGISTER);
+    // Equal tags make one replica group in the API.
+    assert_eq!(t["group"], format!("App={app};Env=e2e"), "{t}");
     let m = wait_metric(&novas, "novas_agents_connected_total", &[], "= 1", |v| {
         v == 1.0
     });

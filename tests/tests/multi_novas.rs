@@ -4,6 +4,7 @@
 //! node name; a user added through one node's CLI logs in through the
 //! other; a statement audited by one node is in the other's
 //! `GET /api/audit`, and the audit metrics of the node that wrote it move.
+//! Without the store, neither node is ready.
 
 use std::time::Duration;
 
@@ -161,5 +162,32 @@ fn two_nodes_share_users_and_audit_and_each_holds_a_tunnel() {
         let buckets = m.histogram("novas_audit_write_seconds");
         let count = buckets.last().map(|b| b.1).unwrap_or_default();
         assert!(count >= 1.0, "no audit write measured: {buckets:?}");
+        assert_eq!(
+            http::get(&n.http_addr(), "/readyz", None)
+                .map(|r| r.status)
+                .ok(),
+            Some(200)
+        );
+    }
+
+    // The shared store goes away: neither node is ready, and both say why.
+    drop(db);
+    for n in [&a, &b] {
+        let what = format!("{} /readyz to turn 503 without its store", n.proc.label);
+        wait_for(Duration::from_secs(20), &what, || {
+            let r = http::get(&n.http_addr(), "/readyz", None).ok()?;
+            (r.status == 503).then_some(())
+        });
+        let what = format!("{} novas_audit_store_up to turn 0", n.proc.label);
+        wait_for(Duration::from_secs(20), &what, || {
+            let m = prom::scrape(&n.http_addr(), Some(&n.admin_token()));
+            (m.value("novas_audit_store_up", &[]) == 0.0).then_some(())
+        });
+        assert_eq!(
+            http::get(&n.http_addr(), "/healthz", None)
+                .map(|r| r.status)
+                .ok(),
+            Some(200)
+        );
     }
 }

@@ -626,6 +626,12 @@ mod tests {
         }
         wait_for("the queue to drain", || auditor.queue_depth() == 0).await;
         assert_eq!(auditor.written(), 5_000);
+        let stats = auditor.stats();
+        assert_eq!((stats.written, stats.queue_depth), (5_000, 0));
+        assert!(stats.store_up);
+        // Batches of at most 500: at least ten measured writes.
+        assert!(stats.write_seconds.count >= 10, "{stats:?}");
+        assert_eq!(stats.write_errors, 0);
         let newest = store
             .query_events(&AuditQuery {
                 limit: Some(1),
