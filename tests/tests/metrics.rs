@@ -166,6 +166,54 @@ fn metrics_follow_agents_sessions_and_refusals() {
         "from_agent {from_agent}"
     );
 
+    // An HA replica (same tags, own name): counted in the tag's group, and
+    // two concurrent sessions spread one per replica.
+    let replica_name = format!("metrics-replica-{}", unique_suffix());
+    let mut replica = NovacConfig::for_server(&novas, &replica_name, &format!("Env=e2e;App={app}"))
+        .start(&dir, "replica");
+    novas.wait_registered(&replica_name, REGISTER);
+    let m = wait_metric(
+        &novas,
+        "novas_agents_connected",
+        &[("tag_key", "App"), ("tag_value", &app)],
+        "= 2 with the replica",
+        |v| v == 2.0,
+    );
+    assert_eq!(m.value("novas_agents_connected_total", &[]), 2.0);
+    let clients: Vec<EchoClient> = (0..2)
+        .map(|_| EchoClient::connect(&res.addr(), Duration::from_secs(10)).expect("connect"))
+        .collect();
+    let m = wait_metric(
+        &novas,
+        "novas_sessions_active",
+        &[("kind", "tcp")],
+        "= 2 with two sessions open",
+        |v| v == 2.0,
+    );
+    for agent_name in [&name, &replica_name] {
+        assert_eq!(
+            m.value("novas_agent_streams_active", &[("agent", agent_name)]),
+            1.0,
+            "sessions are spread over the replicas"
+        );
+    }
+    drop(clients);
+    wait_metric(
+        &novas,
+        "novas_sessions_active",
+        &[("kind", "tcp")],
+        "back to 0",
+        |v| v == 0.0,
+    );
+    replica.kill();
+    wait_metric(
+        &novas,
+        "novas_agents_connected_total",
+        &[],
+        "= 1 after the replica is killed",
+        |v| v == 1.0,
+    );
+
     // A wrong token is refused and counted by reason.
     let mut wrong = NovacConfig::for_server(&novas, "intruder", "App=x");
     wrong.token = new_token("wrong");
@@ -199,7 +247,7 @@ fn metrics_follow_agents_sessions_and_refusals() {
         ),
         None
     );
-    assert_eq!(m.value("novas_streams_total", &[]), 1.0);
+    assert_eq!(m.value("novas_streams_total", &[]), 3.0);
 }
 
 #[test]
