@@ -480,6 +480,51 @@ fn k8s_ha_agents() {
     assert_eq!(at(pdb[0], &["spec", "minAvailable"]).as_u64(), Some(1));
 }
 
+/// `kubernetes-validate` (PyPI; scripts/test installs it): NOVA_KUBERNETES_VALIDATE,
+/// scripts/test's venv, or PATH. Missing is a failure, not a skip.
+fn kubernetes_validate() -> PathBuf {
+    if let Some(p) = std::env::var_os("NOVA_KUBERNETES_VALIDATE") {
+        return nova_e2e::require_program(&p.to_string_lossy());
+    }
+    let venv = Path::new("/opt/nova-test-tools/bin/kubernetes-validate");
+    if venv.is_file() {
+        return venv.to_path_buf();
+    }
+    nova_e2e::require_program("kubernetes-validate")
+}
+
+fn validate(program: &Path, file: &Path, version: &str) -> (bool, String) {
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(["--strict", "--no-warn", "-k", version]).arg(file);
+    let out = nova_e2e::procs::run(cmd, std::time::Duration::from_secs(120));
+    (
+        out.status.success(),
+        format!("{}{}", out.stdout, out.stderr),
+    )
+}
+
+/// Strict validation against the API schemas catches what the shape
+/// checks do not look at: a misspelt field anywhere, a wrong type. Checked
+/// for an older and the newest bundled Kubernetes version.
+#[test]
+fn k8s_manifests_match_the_api_schemas() {
+    let kv = kubernetes_validate();
+    for f in files_under("k8s") {
+        for version in ["1.30.0", "1.37.0"] {
+            let (ok, out) = validate(&kv, &root().join(&f), version);
+            assert!(ok, "{f} against Kubernetes {version}:\n{out}");
+        }
+    }
+    // The validator does reject: a misspelt field in a copy fails.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = dir.path().join("bad.yaml");
+    let text = read("k8s/novac-deployment-ha.yaml")
+        .replace("topologySpreadConstraints", "topologySpredConstraints");
+    std::fs::write(&bad, text).expect("write");
+    let (ok, out) = validate(&kv, &bad, "1.37.0");
+    assert!(!ok && out.contains("topologySpredConstraints"), "{out}");
+}
+
 #[test]
 fn every_k8s_file_is_checked_and_grants_no_rbac() {
     let checked = ["k8s/novac-deployment-ha.yaml", "k8s/novac-deployment.yaml"];
