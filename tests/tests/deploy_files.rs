@@ -3,8 +3,10 @@
 //! come from `novas::config::env_names()` / `novac::config::env_names()`,
 //! which are derived from the structs the binaries fill, so a misspelt
 //! variable in a deployment file fails here instead of being ignored in
-//! production. The Dockerfile is checked for its stages and what they
-//! build; it is not built: there is no Docker engine on these machines.
+//! production. The k8s/ manifests are also validated strictly against the
+//! Kubernetes API schemas with `kubernetes-validate`. The Dockerfile is
+//! checked for its stages and what they build; it is not built: there is
+//! no Docker engine on these machines.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
