@@ -89,7 +89,7 @@ async fn answer(mut conn: TcpStream, health: &Health) -> std::io::Result<()> {
     let mut buf = [0u8; 512];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
         if head.len() >= MAX_HEAD {
-            return reply(&mut conn, 431, "request head too large\n").await;
+            return reply(&mut conn, 431, "request head too large\n", true).await;
         }
         let n = conn.read(&mut buf).await?;
         if n == 0 {
@@ -99,7 +99,9 @@ async fn answer(mut conn: TcpStream, health: &Health) -> std::io::Result<()> {
         head.extend_from_slice(&buf[..n]);
     }
     let (status, body) = route(&head, health.tunnels_up());
-    reply(&mut conn, status, &body).await
+    // HEAD gets the same status and headers, without the body.
+    let with_body = !head.starts_with(b"HEAD ");
+    reply(&mut conn, status, &body, with_body).await
 }
 
 /// The answer to a request head: status and body.
@@ -122,7 +124,12 @@ fn route(head: &[u8], tunnels_up: usize) -> (u16, String) {
     }
 }
 
-async fn reply(conn: &mut TcpStream, status: u16, body: &str) -> std::io::Result<()> {
+async fn reply(
+    conn: &mut TcpStream,
+    status: u16,
+    body: &str,
+    with_body: bool,
+) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
@@ -131,11 +138,14 @@ async fn reply(conn: &mut TcpStream, status: u16, body: &str) -> std::io::Result
         431 => "Request Header Fields Too Large",
         _ => "Service Unavailable",
     };
-    let msg = format!(
+    let mut msg = format!(
         "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+         content-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
+    if with_body {
+        msg.push_str(body);
+    }
     conn.write_all(msg.as_bytes()).await?;
     conn.shutdown().await
 }
@@ -179,6 +189,11 @@ mod tests {
         assert!(fetch(addr, ready).await.starts_with("HTTP/1.1 503"));
         // Exactly the bound, so the server has read all of it before it
         // answers (unread input would turn its close into a reset).
+        let head = fetch(addr, b"HEAD /healthz HTTP/1.1\r\n\r\n").await;
+        assert!(
+            head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"),
+            "{head:?}"
+        );
         let huge = vec![b'a'; MAX_HEAD];
         assert!(fetch(addr, &huge).await.starts_with("HTTP/1.1 431"));
         stop.cancel();
