@@ -5,7 +5,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::Parser;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tunnel_proto::{
     control::validate_name,
     tls::{parse_fingerprint, ServerTrust},
@@ -55,10 +55,14 @@ pub struct Flags {
     /// NOVAC_LOG_FORMAT: text or json
     #[arg(long)]
     pub log_format: Option<String>,
+    /// NOVAC_HEALTH_PORT: serve /healthz and /readyz on this port (default: off)
+    #[arg(long)]
+    pub health_port: Option<String>,
 }
 
-/// The same settings as read from the environment.
-#[derive(Debug, Default, Deserialize)]
+/// The same settings as read from the environment. Serialize only to list
+/// the field names ([`env_names`]).
+#[derive(Debug, Default, Deserialize, Serialize)]
 struct EnvVars {
     server: Option<String>,
     token: Option<String>,
@@ -71,6 +75,26 @@ struct EnvVars {
     shutdown_grace: Option<String>,
     max_backoff: Option<String>,
     log_format: Option<String>,
+    health_port: Option<String>,
+}
+
+/// Variables read outside [`EnvVars`] (the default name, log filter).
+const OTHER_ENV: [&str; 2] = ["HOSTNAME", "RUST_LOG"];
+
+/// Every environment variable novac reads, derived from the struct envy
+/// fills, so it cannot drift from what is parsed. Deployment files are
+/// checked against it.
+pub fn env_names() -> Vec<String> {
+    let mut names: Vec<String> = match serde_json::to_value(EnvVars::default()) {
+        Ok(serde_json::Value::Object(m)) => m
+            .keys()
+            .map(|f| format!("NOVAC_{}", f.to_ascii_uppercase()))
+            .collect(),
+        _ => Vec::new(),
+    };
+    names.extend(OTHER_ENV.iter().map(|s| s.to_string()));
+    names.sort();
+    names
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +116,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub max_backoff: Duration,
     pub log_format: LogFormat,
+    /// Port of the health endpoint (all addresses), if enabled.
+    pub health_port: Option<u16>,
 }
 
 /// A configuration error: the variable and what is wrong with it.
@@ -232,7 +258,21 @@ impl Config {
             }
         };
 
+        let health_port = match pick(f.health_port, e.health_port) {
+            None => None,
+            Some(p) => match p.trim().parse::<u16>() {
+                Ok(0) | Err(_) => {
+                    return Err(err(
+                        "NOVAC_HEALTH_PORT",
+                        format!("{p:?} is not a port (1-65535)"),
+                    ))
+                }
+                Ok(n) => Some(n),
+            },
+        };
+
         Ok(Self {
+            health_port,
             servers,
             token: Secret::new(token),
             name,
@@ -291,6 +331,27 @@ mod tests {
         assert_eq!(c.tags.0.len(), 2);
         assert!(c.allow.is_allow_all());
         assert_eq!(c.dial_timeout, Duration::from_secs(10));
+        assert_eq!(c.health_port, None);
+        let mut env = base();
+        env.health_port = Some(" 8081 ".into());
+        let c = Config::from_parts(Flags::default(), env).expect("valid");
+        assert_eq!(c.health_port, Some(8081));
+    }
+
+    #[test]
+    fn env_names_come_from_the_struct() {
+        let names = env_names();
+        for n in [
+            "NOVAC_SERVER",
+            "NOVAC_TOKEN",
+            "NOVAC_NAME",
+            "NOVAC_TAGS",
+            "NOVAC_HEALTH_PORT",
+            "HOSTNAME",
+        ] {
+            assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+        }
+        assert!(names.len() >= 12 + OTHER_ENV.len(), "{names:?}");
     }
 
     #[test]
@@ -306,7 +367,7 @@ mod tests {
     #[test]
     fn each_bad_value_names_its_variable() {
         type Edit = fn(&mut EnvVars);
-        let cases: [(Edit, &str); 9] = [
+        let cases: [(Edit, &str); 11] = [
             (|e| e.server = None, "NOVAC_SERVER"),
             (|e| e.server = Some("nohost".into()), "NOVAC_SERVER"),
             (|e| e.token = None, "NOVAC_TOKEN"),
@@ -322,6 +383,8 @@ mod tests {
                 |e| e.dial_timeout = Some("soon".into()),
                 "NOVAC_DIAL_TIMEOUT",
             ),
+            (|e| e.health_port = Some("http".into()), "NOVAC_HEALTH_PORT"),
+            (|e| e.health_port = Some("0".into()), "NOVAC_HEALTH_PORT"),
         ];
         for (edit, var) in cases {
             let mut env = base();

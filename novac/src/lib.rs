@@ -4,16 +4,20 @@
 //! - [`tunnel`]: one tunnel per NOVAS (connect, register, heartbeat,
 //!   reconnect with backoff).
 //! - [`session`]: one session stream (allowlist, dial, splice).
+//! - [`health`]: `/healthz` and `/readyz` on NOVAC_HEALTH_PORT.
 //! - [`allowlist`], [`backoff`]: the rules and delays those use.
 #![forbid(unsafe_code)]
 
 pub mod allowlist;
 pub mod backoff;
 pub mod config;
+pub mod health;
 pub mod session;
 pub mod tunnel;
 
 use std::sync::Arc;
+
+use anyhow::Context;
 
 use tokio_util::sync::CancellationToken;
 use tunnel_proto::{
@@ -41,6 +45,15 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         allow: cfg.allow.clone(),
         dial_timeout: cfg.dial_timeout,
     });
+    let health = Arc::new(health::Health::default());
+    if let Some(port) = cfg.health_port {
+        let addr = std::net::SocketAddr::from(([0, 0, 0, 0], port));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("NOVAC_HEALTH_PORT: cannot listen on {addr}"))?;
+        tracing::info!(%addr, "health endpoint listening (/healthz, /readyz)");
+        tokio::spawn(health::serve(listener, health.clone(), shutdown.clone()));
+    }
     let cfg = Arc::new(cfg);
     let tasks: Vec<_> = cfg
         .servers
@@ -51,6 +64,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 cfg.clone(),
                 connector.clone(),
                 ctx.clone(),
+                health.clone(),
                 shutdown.clone(),
             ))
         })

@@ -16,7 +16,7 @@ use tunnel_proto::{
     PROTO_VERSION,
 };
 
-use crate::{backoff::Backoff, config::Config, session};
+use crate::{backoff::Backoff, config::Config, health::Health, session};
 
 /// Bound on the server's answer to Hello.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,10 +35,11 @@ pub async fn run(
     cfg: Arc<Config>,
     connector: Arc<dyn Connector>,
     ctx: Arc<session::SessionCtx>,
+    health: Arc<Health>,
     shutdown: CancellationToken,
 ) {
     let span = tracing::info_span!("tunnel", server = %server, agent.name = %cfg.name);
-    run_loop(server, cfg, connector, ctx, shutdown)
+    run_loop(server, cfg, connector, ctx, health, shutdown)
         .instrument(span)
         .await
 }
@@ -48,13 +49,15 @@ async fn run_loop(
     cfg: Arc<Config>,
     connector: Arc<dyn Connector>,
     ctx: Arc<session::SessionCtx>,
+    health: Arc<Health>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::new(cfg.max_backoff);
     loop {
         let started = Instant::now();
         // Shutdown is observed inside, so active sessions can drain.
-        let ended = connect_and_serve(&server, &cfg, connector.as_ref(), &ctx, &shutdown).await;
+        let ended =
+            connect_and_serve(&server, &cfg, connector.as_ref(), &ctx, &health, &shutdown).await;
         match ended {
             Ended::Shutdown => break,
             Ended::Lost(why) => {
@@ -77,6 +80,7 @@ async fn connect_and_serve(
     cfg: &Config,
     connector: &dyn Connector,
     ctx: &Arc<session::SessionCtx>,
+    health: &Arc<Health>,
     shutdown: &CancellationToken,
 ) -> Ended {
     let setup = async {
@@ -99,6 +103,8 @@ async fn connect_and_serve(
         },
         _ = shutdown.cancelled() => return Ended::Shutdown,
     };
+    // Ready (for /readyz) from Welcome until this tunnel's session ends.
+    let _up = health.tunnel_up();
     serve(
         server,
         &mut tunnel,

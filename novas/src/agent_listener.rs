@@ -25,7 +25,10 @@ use tunnel_proto::{
     Secret, PROTO_VERSION,
 };
 
-use crate::registry::{Agent, AgentStats, Registry};
+use crate::{
+    metrics::{AuthFailure, METRICS},
+    registry::{Agent, AgentStats, Registry},
+};
 
 /// Connections allowed in their handshake at once.
 const MAX_PENDING_HANDSHAKES: usize = 512;
@@ -60,6 +63,7 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
         };
         let Ok(permit) = pending.clone().try_acquire_owned() else {
+            METRICS.auth_failure(AuthFailure::Overload);
             tracing::warn!(client.addr = %peer, "too many pending agent handshakes, dropping");
             drop(tcp);
             continue;
@@ -95,10 +99,12 @@ async fn handle(
     let reg = match hs {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
+            METRICS.auth_failure(e.reason());
             tracing::warn!(reason = %e, "agent handshake failed");
             return;
         }
         Err(_) => {
+            METRICS.auth_failure(AuthFailure::Timeout);
             tracing::warn!(
                 timeout_ms = ctx.handshake_timeout.as_millis() as u64,
                 "agent handshake timed out, dropping"
@@ -146,8 +152,22 @@ enum HandshakeError {
     NotNova,
     #[error("control stream: {0}")]
     Frame(#[from] FrameIoError),
-    #[error("rejected: {0}")]
-    Rejected(String),
+    #[error("rejected: {1}")]
+    Rejected(AuthFailure, String),
+}
+
+impl HandshakeError {
+    /// The `novas_agent_auth_failures_total` reason.
+    fn reason(&self) -> AuthFailure {
+        match self {
+            Self::Transport(_) => AuthFailure::Tls,
+            Self::NoControl => AuthFailure::Protocol,
+            Self::NotNova => AuthFailure::NotNova,
+            Self::Frame(FrameIoError::Frame(_)) => AuthFailure::BadRequest,
+            Self::Frame(_) => AuthFailure::Protocol,
+            Self::Rejected(r, _) => *r,
+        }
+    }
 }
 
 async fn handshake(
@@ -174,7 +194,7 @@ async fn handshake(
             let msg =
                 format!("agent speaks protocol version {v}, this server speaks {PROTO_VERSION}");
             reject(&mut wr, RejectCode::UnsupportedVersion, &msg).await;
-            return Err(HandshakeError::Rejected(msg));
+            return Err(HandshakeError::Rejected(AuthFailure::Version, msg));
         }
     }
     let hello = match read_frame::<Control, _>(&mut rd).await {
@@ -196,6 +216,7 @@ async fn handshake(
     else {
         reject(&mut wr, RejectCode::BadRequest, "expected Hello").await;
         return Err(HandshakeError::Rejected(
+            AuthFailure::BadRequest,
             "first message was not Hello".into(),
         ));
     };
@@ -203,16 +224,17 @@ async fn handshake(
     // authenticated.
     if !token_eq(&token, &ctx.token) {
         reject(&mut wr, RejectCode::BadToken, "invalid enrollment token").await;
-        return Err(HandshakeError::Rejected(format!(
-            "invalid enrollment token from agent {name:?}"
-        )));
+        return Err(HandshakeError::Rejected(
+            AuthFailure::BadToken,
+            format!("invalid enrollment token from agent {name:?}"),
+        ));
     }
     if proto_version != PROTO_VERSION {
         let msg = format!(
             "agent speaks protocol version {proto_version}, this server speaks {PROTO_VERSION}"
         );
         reject(&mut wr, RejectCode::UnsupportedVersion, &msg).await;
-        return Err(HandshakeError::Rejected(msg));
+        return Err(HandshakeError::Rejected(AuthFailure::Version, msg));
     }
     let invalid = validate_name(&name)
         .err()
@@ -223,7 +245,7 @@ async fn handshake(
         });
     if let Some(msg) = invalid {
         reject(&mut wr, RejectCode::BadRequest, &msg).await;
-        return Err(HandshakeError::Rejected(msg));
+        return Err(HandshakeError::Rejected(AuthFailure::BadRequest, msg));
     }
     write_frame(
         &mut wr,

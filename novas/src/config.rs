@@ -4,7 +4,7 @@
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::Args;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tunnel_proto::Secret;
 
 /// `novas serve` flags; each overrides the `NOVAS_*` variable of that name.
@@ -61,9 +61,13 @@ pub struct ServeFlags {
     /// NOVAS_AUDIT_FAIL_OPEN: true to keep serving when the audit store fails (default false: refuse)
     #[arg(long)]
     pub audit_fail_open: Option<String>,
+    /// NOVAS_METRICS_PUBLIC: true serves /metrics without the admin token (default false)
+    #[arg(long)]
+    pub metrics_public: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Serialize only to list the field names ([`env_names`]).
+#[derive(Debug, Default, Deserialize, Serialize)]
 struct EnvVars {
     agent_port: Option<String>,
     agent_token: Option<String>,
@@ -82,6 +86,29 @@ struct EnvVars {
     log_format: Option<String>,
     store_url: Option<String>,
     audit_fail_open: Option<String>,
+    metrics_public: Option<String>,
+}
+
+/// Variables read outside [`EnvVars`]: by the CLI subcommands
+/// (`novas tunnels`) and for the default node name.
+const OTHER_ENV: [&str; 3] = ["NOVAS_URL", "HOSTNAME", "RUST_LOG"];
+
+/// Every environment variable novas reads, derived from the struct envy
+/// fills (so this cannot drift from what is parsed). Resource files name
+/// further variables of their own (`password_env`). Deployment files are
+/// checked against this list.
+pub fn env_names() -> Vec<String> {
+    let fields = match serde_json::to_value(EnvVars::default()) {
+        Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect::<Vec<_>>(),
+        _ => Vec::new(),
+    };
+    let mut names: Vec<String> = fields
+        .iter()
+        .map(|f| format!("NOVAS_{}", f.to_ascii_uppercase()))
+        .chain(OTHER_ENV.iter().map(|s| s.to_string()))
+        .collect();
+    names.sort();
+    names
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +142,8 @@ pub struct Config {
     /// [`crate::store::redact`].
     pub store_url: Secret,
     pub audit_fail_open: bool,
+    /// Serve `/metrics` without the admin token.
+    pub metrics_public: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -305,6 +334,11 @@ impl Config {
                 pick(f.audit_fail_open, e.audit_fail_open),
                 false,
             )?,
+            metrics_public: boolean(
+                "NOVAS_METRICS_PUBLIC",
+                pick(f.metrics_public, e.metrics_public),
+                false,
+            )?,
         })
     }
 }
@@ -336,6 +370,24 @@ mod tests {
         assert!(matches!(c.tls, TlsSource::Generated { .. }));
         assert_eq!(c.store_url.expose(), "sqlite://novas-data/novas.db");
         assert!(!c.audit_fail_open);
+        assert!(!c.metrics_public);
+    }
+
+    #[test]
+    fn env_names_come_from_the_struct() {
+        let names = env_names();
+        for n in [
+            "NOVAS_AGENT_PORT",
+            "NOVAS_AGENT_TOKEN",
+            "NOVAS_STORE_URL",
+            "NOVAS_METRICS_PUBLIC",
+            "NOVAS_URL",
+        ] {
+            assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+        }
+        // One per EnvVars field plus the others: a field added to the
+        // struct shows up without editing a list.
+        assert!(names.len() >= 18 + OTHER_ENV.len(), "{names:?}");
     }
 
     #[test]
@@ -355,7 +407,7 @@ mod tests {
     #[test]
     fn bad_values_name_the_variable() {
         type Edit = fn(&mut EnvVars);
-        let cases: [(Edit, &str); 9] = [
+        let cases: [(Edit, &str); 10] = [
             (|e| e.agent_token = None, "NOVAS_AGENT_TOKEN"),
             (
                 |e| e.agent_token = Some("short".into()),
@@ -376,6 +428,10 @@ mod tests {
             (
                 |e| e.audit_fail_open = Some("sometimes".into()),
                 "NOVAS_AUDIT_FAIL_OPEN",
+            ),
+            (
+                |e| e.metrics_public = Some("maybe".into()),
+                "NOVAS_METRICS_PUBLIC",
             ),
         ];
         for (edit, var) in cases {

@@ -7,7 +7,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
-use crate::resources::Resource;
+use crate::{metrics::SessionGuard, resources::Resource};
 
 /// One accepted user connection, before any protocol has been spoken.
 pub struct Incoming {
@@ -60,6 +60,16 @@ pub async fn serve<F: FrontEnd>(
             session_id,
             resource: resource.clone(),
         };
-        tasks.spawn(front.clone().handle(incoming).instrument(span));
+        // Counted here, before any protocol, so every front end on this
+        // loop is covered and a session ends when its task does.
+        let guard = SessionGuard::new(resource.kind);
+        let session = front.clone().handle(incoming);
+        tasks.spawn(
+            async move {
+                session.await;
+                drop(guard);
+            }
+            .instrument(span),
+        );
     }
 }

@@ -10,7 +10,8 @@
 //! - [`tcp`]: the TCP front end (a port per resource, spliced via an agent).
 //! - [`postgres`]: PostgreSQL wire protocol v3 without I/O (startup, SCRAM, relay scanners, pipeline).
 //! - [`mysql`]: the MySQL/MariaDB wire protocol (I/O-free) and the MySQL front end.
-//! - [`web`]: `/healthz`, `/readyz`, `/api/tunnels`.
+//! - [`metrics`]: Prometheus counters and the `/metrics` text.
+//! - [`web`]: `/healthz`, `/readyz`, `/metrics`, `/api/tunnels`, `/api/audit`.
 //! - [`secrets`]: data-dir files for generated secrets.
 //! - [`store`]: the persistent store (SQLite, or a shared PostgreSQL/MySQL): users, audit.
 //! - [`audit`]: typed audit events and the batching, fail-closed [`audit::Auditor`].
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod dac;
 pub mod frontend;
+pub mod metrics;
 pub mod mysql;
 pub mod postgres;
 pub mod registry;
@@ -200,6 +202,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         ready: Default::default(),
         store: store.clone(),
         auditor: auditor.clone(),
+        metrics_public: cfg.metrics_public,
     });
     let http_addr = http_listener.local_addr()?;
     let http = axum::serve(http_listener, web::router(web_state.clone()))

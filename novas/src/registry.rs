@@ -81,6 +81,12 @@ pub struct AgentView {
     pub streams_total: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// The agent's tags as `K=V;K=V` (sorted). Agents with the same tags
+    /// are replicas of one group (e.g. an HA Deployment's pods, named
+    /// after the pods): a tag selector spreads sessions across all of
+    /// them, and a console lists them together under this key.
+    #[serde(default)]
+    pub group: String,
 }
 
 pub struct Registry {
@@ -195,6 +201,7 @@ impl Registry {
             streams_total: a.stats.streams_total.load(Ordering::Relaxed),
             bytes_in: a.stats.bytes_in.load(Ordering::Relaxed),
             bytes_out: a.stats.bytes_out.load(Ordering::Relaxed),
+            group: a.tags.to_string(),
         }
     }
 }
@@ -266,6 +273,8 @@ mod tests {
             .map(|_| reg.candidates(&sel(None, "App=x"))[0].name.clone())
             .collect();
         assert_eq!(firsts, ["r1", "r2", "r1", "r2"]);
+        let groups: Vec<String> = reg.snapshot().into_iter().map(|v| v.group).collect();
+        assert_eq!(groups, ["App=x", "App=x"], "replicas are one group");
     }
 
     #[tokio::test]

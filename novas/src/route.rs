@@ -18,6 +18,7 @@ use tunnel_proto::{
 };
 
 use crate::{
+    metrics::METRICS,
     registry::{Agent, AgentStats, Registry},
     resources::Resource,
 };
@@ -105,8 +106,8 @@ pub fn log_route_error(e: &RouteError) {
 }
 
 /// A session's tunnel stream: counts it as active on its agent while it
-/// lives, and counts bytes both into the agent's live stats and for this
-/// session alone.
+/// lives, and counts bytes into the agent's live stats, the process-wide
+/// metrics (which outlive the agent) and for this session alone.
 pub struct Metered<'a> {
     inner: TunnelStream,
     stats: &'a AgentStats,
@@ -120,6 +121,8 @@ impl<'a> Metered<'a> {
     pub fn new(inner: TunnelStream, stats: &'a AgentStats) -> Self {
         stats.active_streams.fetch_add(1, Ordering::Relaxed);
         stats.streams_total.fetch_add(1, Ordering::Relaxed);
+        METRICS.streams_active.fetch_add(1, Ordering::Relaxed);
+        METRICS.streams_total.fetch_add(1, Ordering::Relaxed);
         Self {
             inner,
             stats,
@@ -132,6 +135,7 @@ impl<'a> Metered<'a> {
 impl Drop for Metered<'_> {
     fn drop(&mut self) {
         self.stats.active_streams.fetch_sub(1, Ordering::Relaxed);
+        METRICS.streams_active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -146,6 +150,9 @@ impl AsyncRead for Metered<'_> {
         let n = buf.filled().len() - before;
         if n > 0 {
             self.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+            METRICS
+                .bytes_from_agents
+                .fetch_add(n as u64, Ordering::Relaxed);
             self.received += n as u64;
         }
         r
@@ -161,6 +168,9 @@ impl AsyncWrite for Metered<'_> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
             self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+            METRICS
+                .bytes_to_agents
+                .fetch_add(n as u64, Ordering::Relaxed);
             self.sent += n as u64;
         }
         r

@@ -17,7 +17,7 @@ use axum::{
 };
 use tunnel_proto::{secret::token_eq, Secret};
 
-use crate::{audit, registry::Registry, store::Store};
+use crate::{audit, metrics, registry::Registry, store::Store};
 
 /// Bound on the store check behind `/readyz`.
 const READY_PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -29,12 +29,15 @@ pub struct WebState {
     pub ready: AtomicBool,
     pub store: Store,
     pub auditor: audit::Auditor,
+    /// `/metrics` without the admin token (NOVAS_METRICS_PUBLIC).
+    pub metrics_public: bool,
 }
 
 pub fn router(state: Arc<WebState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
         .route("/api/tunnels", get(tunnels))
         .route("/api/audit", get(audit_events))
         .with_state(state)
@@ -76,6 +79,25 @@ async fn tunnels(State(s): State<Arc<WebState>>, headers: HeaderMap) -> Response
         return unauthorized();
     }
     Json(s.registry.snapshot()).into_response()
+}
+
+/// `GET /metrics`: Prometheus text format. Behind the admin token unless
+/// NOVAS_METRICS_PUBLIC, since agent names and tags map the private
+/// networks behind them.
+async fn metrics_text(State(s): State<Arc<WebState>>, headers: HeaderMap) -> Response {
+    if !s.metrics_public && !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    let agents = s.registry.snapshot();
+    let text = metrics::render(
+        &metrics::METRICS,
+        &metrics::ScrapeInput {
+            node: s.registry.node(),
+            agents: &agents,
+            audit: s.auditor.stats(),
+        },
+    );
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
 
 fn json_error(status: StatusCode, body: serde_json::Value) -> Response {
@@ -159,6 +181,7 @@ mod tests {
             ready: AtomicBool::new(true),
             store: store.clone(),
             auditor: auditor.clone(),
+            metrics_public: false,
         });
         let r = router(state);
 
@@ -181,6 +204,10 @@ mod tests {
         assert_eq!(st, StatusCode::BAD_REQUEST);
         assert_eq!(err["param"], "since");
         let (st, _) = call(r.clone(), "/readyz", None).await;
+        assert_eq!(st, StatusCode::OK);
+        let (st, _) = call(r.clone(), "/metrics", None).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "/metrics needs the token");
+        let (st, _) = call(r.clone(), "/metrics", Some(TOKEN)).await;
         assert_eq!(st, StatusCode::OK);
 
         store.close().await;

@@ -14,6 +14,7 @@
 //! - [`postgres`]: a throwaway PostgreSQL server, optionally in a namespace.
 //! - [`mariadb`]: a throwaway MariaDB server, optionally in a namespace.
 //! - [`http`]: a tiny HTTP/1.1 GET client.
+//! - [`prom`]: `/metrics` scraped and parsed as Prometheus text.
 //! - [`echo`]: a thread-based banner + echo TCP server.
 //! - [`certs`]: a test CA and server certificate.
 //! - [`proto`]: raw protocol clients built on `tunnel-proto`.
@@ -28,6 +29,7 @@ pub mod netns;
 pub mod ports;
 pub mod postgres;
 pub mod procs;
+pub mod prom;
 pub mod proto;
 
 use std::{

@@ -23,7 +23,10 @@ use tokio::{
 };
 
 use super::{spool, AuditEvent};
-use crate::store::Store;
+use crate::{
+    metrics::{AuditStats, Histogram},
+    store::Store,
+};
 
 /// Tuning of the [`Auditor`]; [`AuditorConfig::new`] gives the defaults.
 #[derive(Debug, Clone)]
@@ -111,6 +114,10 @@ struct Shared {
     overflowing: AtomicBool,
     dropped: AtomicU64,
     written: AtomicU64,
+    /// Failed write attempts (each retry counts), for `/metrics`.
+    write_errors: AtomicU64,
+    /// Duration of every write attempt, for `/metrics`.
+    write_seconds: Histogram,
     deadline: watch::Sender<Option<Instant>>,
     writer: Mutex<Option<JoinHandle<ShutdownReport>>>,
 }
@@ -142,6 +149,8 @@ impl Auditor {
             overflowing: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
+            write_seconds: Histogram::new(),
             deadline,
             writer: Mutex::new(None),
         });
@@ -244,6 +253,19 @@ impl Auditor {
         &self.shared.store
     }
 
+    /// The figures `/metrics` shows.
+    pub fn stats(&self) -> AuditStats {
+        let s = &self.shared;
+        AuditStats {
+            queue_depth: s.depth.load(Ordering::Acquire) as u64,
+            written: s.written.load(Ordering::Relaxed),
+            dropped: s.dropped.load(Ordering::Relaxed),
+            write_errors: s.write_errors.load(Ordering::Relaxed),
+            store_up: s.store_ok.load(Ordering::Acquire),
+            write_seconds: s.write_seconds.snapshot(),
+        }
+    }
+
     /// Stops accepting events and writes every accepted one; what the store
     /// has not taken by `timeout` goes to the spool. Later calls return an
     /// empty report.
@@ -309,14 +331,22 @@ impl Shared {
     }
 
     async fn try_write(&self, batch: &[AuditEvent]) -> Result<(), String> {
-        match tokio::time::timeout(self.cfg.write_timeout, self.store.insert_events(batch)).await {
+        let started = std::time::Instant::now();
+        let r = match tokio::time::timeout(self.cfg.write_timeout, self.store.insert_events(batch))
+            .await
+        {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!(
                 "write timed out after {:?}",
                 self.cfg.write_timeout
             )),
+        };
+        self.write_seconds.observe(started.elapsed());
+        if r.is_err() {
+            self.write_errors.fetch_add(1, Ordering::Relaxed);
         }
+        r
     }
 
     async fn ping(&self) -> Result<(), String> {
@@ -596,6 +626,12 @@ mod tests {
         }
         wait_for("the queue to drain", || auditor.queue_depth() == 0).await;
         assert_eq!(auditor.written(), 5_000);
+        let stats = auditor.stats();
+        assert_eq!((stats.written, stats.queue_depth), (5_000, 0));
+        assert!(stats.store_up);
+        // Batches of at most 500: at least ten measured writes.
+        assert!(stats.write_seconds.count >= 10, "{stats:?}");
+        assert_eq!(stats.write_errors, 0);
         let newest = store
             .query_events(&AuditQuery {
                 limit: Some(1),

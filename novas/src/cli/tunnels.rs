@@ -157,6 +157,7 @@ mod tests {
             streams_total: 5,
             bytes_in: 2048,
             bytes_out: 10,
+            group: "VPC=dev".into(),
         };
         let t = table(&[a]);
         assert!(t.starts_with("NAME"));

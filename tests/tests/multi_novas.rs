@@ -1,0 +1,193 @@
+//! Several NOVAS on one shared store: two `novas` processes on a throwaway
+//! MariaDB (NOVAS_STORE_URL), one agent with both in NOVAC_SERVER. The
+//! agent holds a tunnel to each, and each node lists it under its own
+//! node name; a user added through one node's CLI logs in through the
+//! other; a statement audited by one node is in the other's
+//! `GET /api/audit`, and the audit metrics of the node that wrote it move.
+//! Without the store, neither node is ready.
+
+use std::time::Duration;
+
+use nova_e2e::{
+    http,
+    mariadb::{Mariadb, MysqlClient, ADMIN_USER, APP_DB, APP_USER},
+    new_token,
+    procs::{run_with_stdin, Account, NovacConfig, Novas, NovasConfig, Resource, Selector, Trust},
+    prom, random_hex, require_program, require_root, unique_suffix, wait_for, TestDir,
+};
+use serde_json::Value;
+
+const REGISTER: Duration = Duration::from_secs(30);
+const STORE_DB: &str = "novas_shared";
+const ALICE_PW: &str = "alice-Shared-Pa55";
+
+const POLICIES: &str = r#"
+policies:
+  - name: dba
+    roles: [dba]
+    resources: [my]
+"#;
+
+/// `GET /api/audit?…` on a node; the events.
+fn audit(novas: &Novas, query: &str) -> Vec<Value> {
+    let path = format!("/api/audit?{query}");
+    let r = http::get(&novas.http_addr(), &path, Some(&novas.admin_token()))
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    assert_eq!(r.status, 200, "GET {path}: {r:?}");
+    match serde_json::from_str(&r.body) {
+        Ok(Value::Array(a)) => a,
+        other => panic!("GET {path}: not a JSON array: {other:?}"),
+    }
+}
+
+/// Waits until `novas`'s API shows a statement event containing `marker`
+/// recorded by node `by`; returns it.
+fn wait_statement(novas: &Novas, marker: &str, by: &str) -> Value {
+    let what = format!(
+        "{}'s /api/audit to show {marker:?} from {by}",
+        novas.proc.label
+    );
+    wait_for(Duration::from_secs(20), &what, || {
+        audit(novas, &format!("kind=statement&q={marker}"))
+            .into_iter()
+            .find(|e| e["node"].as_str() == Some(by))
+    })
+}
+
+fn select(client: &MysqlClient, marker: &str) {
+    let out = run_with_stdin(
+        client.command(),
+        &format!("select '{marker}';\n"),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success() && out.stdout.contains(marker),
+        "mysql through NOVAS port {}: {}{}",
+        client.port,
+        out.stdout,
+        out.stderr
+    );
+}
+
+#[test]
+fn two_nodes_share_users_and_audit_and_each_holds_a_tunnel() {
+    require_root();
+    require_program("mysql");
+    let dir = TestDir::new("multi-novas");
+    // One MariaDB is both the shared store (its own database) and the
+    // target the resource reaches through the agent.
+    let db = Mariadb::start(dir.path(), None);
+    db.mysql_local(&[&format!("CREATE DATABASE {STORE_DB}")])
+        .expect("create the store database");
+    let store_url = format!(
+        "mysql://{ADMIN_USER}:{}@127.0.0.1:{}/{STORE_DB}",
+        db.admin_password, db.port
+    );
+
+    let token = new_token("agent");
+    let tag = format!("shared-{}", unique_suffix());
+    let node = |label: &str| {
+        let mut res = Resource::database(
+            "mysql",
+            "my",
+            &db.addr(),
+            Selector::Tags(vec![("Store".into(), tag.clone())]),
+            Account {
+                name: "app".into(),
+                username: APP_USER.into(),
+                password_env: "MY_APP_PASSWORD".into(),
+                password: db.app_password.clone(),
+            },
+        );
+        res.database = Some(APP_DB.into());
+        NovasConfig::new(&dir, label, &token)
+            .resource(res)
+            .policies(POLICIES)
+            .env("NOVAS_STORE_URL", &store_url)
+    };
+    // One after the other: the first creates the schema.
+    let a = Novas::start(&dir, "a", node("a"));
+    let b = Novas::start(&dir, "b", node("b"));
+    assert_ne!(
+        a.fingerprint, b.fingerprint,
+        "each node has its own certificate"
+    );
+
+    // One agent, a tunnel to each node.
+    let name = format!("multi-agent-{}", unique_suffix());
+    let mut agent = NovacConfig::for_server(&a, &name, &format!("Store={tag}"));
+    agent.servers = vec![a.agent_addr(), b.agent_addr()];
+    agent.trust = Trust::Fingerprint(format!("{},{}", a.fingerprint, b.fingerprint));
+    let _agent = agent.start(&dir, "novac");
+    for (n, label) in [(&a, "node-a"), (&b, "node-b")] {
+        let t = n.wait_registered(&name, REGISTER);
+        assert_eq!(t["node"], label, "{t}");
+        assert_eq!(n.tunnels().len(), 1, "one tunnel per node");
+    }
+
+    // A user added through node a's CLI (it writes the shared store)...
+    let mut add = a.cfg.cli();
+    add.args(["user", "add", "alice", "--password-stdin", "--roles", "dba"]);
+    let out = run_with_stdin(add, &format!("{ALICE_PW}\n"), Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "novas user add: {}{}",
+        out.stdout,
+        out.stderr
+    );
+
+    // ...logs in through node b, whose statement node a's API shows.
+    let port = |n: &Novas| n.cfg.resources[0].listen;
+    let through_b = MysqlClient::new(port(&b), "alice", ALICE_PW, APP_DB);
+    let marker_b = format!("via-b-{}", random_hex(6));
+    select(&through_b, &marker_b);
+    let ev = wait_statement(&a, &marker_b, "node-b");
+    assert_eq!(ev["user"], "alice", "{ev}");
+    assert_eq!(ev["resource"], "my", "{ev}");
+
+    // And the other way round.
+    let through_a = MysqlClient::new(port(&a), "alice", ALICE_PW, APP_DB);
+    let marker_a = format!("via-a-{}", random_hex(6));
+    select(&through_a, &marker_a);
+    wait_statement(&b, &marker_a, "node-a");
+
+    // Each node counted its own session, and wrote audit events with a
+    // measured latency.
+    for n in [&a, &b] {
+        let m = prom::scrape(&n.http_addr(), Some(&n.admin_token()));
+        assert_eq!(m.value("novas_sessions_total", &[("kind", "mysql")]), 1.0);
+        assert_eq!(m.value("novas_agents_connected_total", &[]), 1.0);
+        assert!(m.value("novas_audit_events_written_total", &[]) >= 1.0);
+        assert!(m.value("novas_audit_store_up", &[]) == 1.0);
+        let buckets = m.histogram("novas_audit_write_seconds");
+        let count = buckets.last().map(|b| b.1).unwrap_or_default();
+        assert!(count >= 1.0, "no audit write measured: {buckets:?}");
+        assert_eq!(
+            http::get(&n.http_addr(), "/readyz", None)
+                .map(|r| r.status)
+                .ok(),
+            Some(200)
+        );
+    }
+
+    // The shared store goes away: neither node is ready, and both say why.
+    drop(db);
+    for n in [&a, &b] {
+        let what = format!("{} /readyz to turn 503 without its store", n.proc.label);
+        wait_for(Duration::from_secs(20), &what, || {
+            let r = http::get(&n.http_addr(), "/readyz", None).ok()?;
+            (r.status == 503).then_some(())
+        });
+        let what = format!("{} novas_audit_store_up to turn 0", n.proc.label);
+        wait_for(Duration::from_secs(20), &what, || {
+            let m = prom::scrape(&n.http_addr(), Some(&n.admin_token()));
+            (m.value("novas_audit_store_up", &[]) == 0.0).then_some(())
+        });
+        assert_eq!(
+            http::get(&n.http_addr(), "/healthz", None)
+                .map(|r| r.status)
+                .ok(),
+            Some(200)
+        );
+    }
+}
