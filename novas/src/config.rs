@@ -61,6 +61,12 @@ pub struct ServeFlags {
     /// NOVAS_AUDIT_FAIL_OPEN: true to keep serving when the audit store fails (default false: refuse)
     #[arg(long)]
     pub audit_fail_open: Option<String>,
+    /// NOVAS_SSH_PORT: the SSH listener for every ssh resource (default 2222)
+    #[arg(long)]
+    pub ssh_port: Option<String>,
+    /// NOVAS_SSH_LOGIN_TIMEOUT: bound on an SSH client's handshake and login (default 60s)
+    #[arg(long)]
+    pub ssh_login_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +88,8 @@ struct EnvVars {
     log_format: Option<String>,
     store_url: Option<String>,
     audit_fail_open: Option<String>,
+    ssh_port: Option<String>,
+    ssh_login_timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +123,9 @@ pub struct Config {
     /// [`crate::store::redact`].
     pub store_url: Secret,
     pub audit_fail_open: bool,
+    /// Listened on only when an ssh resource exists.
+    pub ssh_port: u16,
+    pub ssh_login_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -305,6 +316,12 @@ impl Config {
                 pick(f.audit_fail_open, e.audit_fail_open),
                 false,
             )?,
+            ssh_port: port("NOVAS_SSH_PORT", pick(f.ssh_port, e.ssh_port), 2222)?,
+            ssh_login_timeout: duration(
+                "NOVAS_SSH_LOGIN_TIMEOUT",
+                pick(f.ssh_login_timeout, e.ssh_login_timeout),
+                Duration::from_secs(60),
+            )?,
         })
     }
 }
@@ -336,6 +353,8 @@ mod tests {
         assert!(matches!(c.tls, TlsSource::Generated { .. }));
         assert_eq!(c.store_url.expose(), "sqlite://novas-data/novas.db");
         assert!(!c.audit_fail_open);
+        assert_eq!(c.ssh_port, 2222);
+        assert_eq!(c.ssh_login_timeout, Duration::from_secs(60));
     }
 
     #[test]
@@ -355,7 +374,12 @@ mod tests {
     #[test]
     fn bad_values_name_the_variable() {
         type Edit = fn(&mut EnvVars);
-        let cases: [(Edit, &str); 9] = [
+        let cases: [(Edit, &str); 11] = [
+            (|e| e.ssh_port = Some("ssh".into()), "NOVAS_SSH_PORT"),
+            (
+                |e| e.ssh_login_timeout = Some("1 fortnight-ish".into()),
+                "NOVAS_SSH_LOGIN_TIMEOUT",
+            ),
             (|e| e.agent_token = None, "NOVAS_AGENT_TOKEN"),
             (
                 |e| e.agent_token = Some("short".into()),

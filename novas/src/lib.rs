@@ -10,6 +10,7 @@
 //! - [`tcp`]: the TCP front end (a port per resource, spliced via an agent).
 //! - [`postgres`]: PostgreSQL wire protocol v3 without I/O (startup, SCRAM, relay scanners, pipeline).
 //! - [`mysql`]: the MySQL/MariaDB wire protocol (I/O-free) and the MySQL front end.
+//! - [`ssh`]: SAC, the SSH front end (one listener, resource in the login name).
 //! - [`web`]: `/healthz`, `/readyz`, `/api/tunnels`.
 //! - [`secrets`]: data-dir files for generated secrets.
 //! - [`store`]: the persistent store (SQLite, or a shared PostgreSQL/MySQL): users, audit.
@@ -30,6 +31,7 @@ pub mod registry;
 pub mod resources;
 pub mod route;
 pub mod secrets;
+pub mod ssh;
 pub mod store;
 pub mod tcp;
 pub mod users;
@@ -127,6 +129,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
 
     let agent_listener = bind(cfg.bind, cfg.agent_port, "NOVAS_AGENT_PORT").await?;
     let http_listener = bind(cfg.bind, cfg.http_port, "NOVAS_HTTP_PORT").await?;
+    let (ssh_resources, resources): (Vec<_>, Vec<_>) = resources
+        .into_iter()
+        .partition(|r| r.kind == tunnel_proto::StreamKind::Ssh);
+    // One SSH listener for every ssh resource, only if there are any.
+    let ssh_listener = match ssh_resources.is_empty() {
+        true => None,
+        false => Some(bind(cfg.bind, cfg.ssh_port, "NOVAS_SSH_PORT").await?),
+    };
     let mut resource_listeners = Vec::new();
     for r in resources {
         let l = bind(cfg.bind, r.listen_port, &format!("resource {:?}", r.name)).await?;
@@ -162,6 +172,29 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         cancel: Default::default(),
     });
     let mysql_front = Arc::new(mysql::session::MysqlFront::new(dac.clone(), mysql_tls));
+    let mut ssh_addr = None;
+    if let Some(listener) = ssh_listener {
+        let (key, generated) = ssh::hostkey::load_or_generate(&cfg.data_dir)
+            .map_err(|m| anyhow::anyhow!("NOVAS_DATA_DIR: SSH host key: {m}"))?;
+        let host_fp = ssh::hostkey::fingerprint(key.public_key());
+        if generated {
+            tracing::info!(fingerprint = %host_fp, "generated the SSH host key");
+        }
+        let front = Arc::new(ssh::SshFront {
+            dac: dac.clone(),
+            store: store.clone(),
+            resources: ssh_resources.into_iter().map(Arc::new).collect(),
+            config: Arc::new(ssh::server_config(key)),
+            recordings: ssh::recordings_dir(&cfg.data_dir),
+            login_timeout: cfg.ssh_login_timeout,
+        });
+        let addr = listener.local_addr()?;
+        for r in &front.resources {
+            tracing::info!(resource = %r.name, kind = "ssh", ssh.addr = %addr, target = %r.target, "ssh resource served");
+        }
+        ssh_addr = Some((addr, host_fp));
+        tasks.spawn(ssh::serve(listener, front, tasks.clone(), shutdown.clone()));
+    }
     for (listener, res) in resource_listeners {
         tracing::info!(resource = %res.name, kind = res.kind.as_str(), port = res.listen_port, target = %res.target, "resource listening");
         let (tasks2, stop) = (tasks.clone(), shutdown.clone());
@@ -208,6 +241,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
 
     web_state.ready.store(true, Ordering::Relaxed);
     println!("fingerprint: {fingerprint}");
+    if let Some((addr, fp)) = &ssh_addr {
+        println!("ssh: {addr} {fp}");
+    }
     println!("listening: agent={agent_addr} http={http_addr}");
     tracing::info!(node = %cfg.node_name, %agent_addr, %http_addr, %fingerprint, "novas ready");
 

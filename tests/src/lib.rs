@@ -13,6 +13,7 @@
 //! - [`netns`]: a namespace with a veth pair, deleted on drop.
 //! - [`postgres`]: a throwaway PostgreSQL server, optionally in a namespace.
 //! - [`mariadb`]: a throwaway MariaDB server, optionally in a namespace.
+//! - [`sshd`]: a throwaway OpenSSH server, Unix users, OpenSSH client commands.
 //! - [`http`]: a tiny HTTP/1.1 GET client.
 //! - [`echo`]: a thread-based banner + echo TCP server.
 //! - [`certs`]: a test CA and server certificate.
@@ -29,6 +30,7 @@ pub mod ports;
 pub mod postgres;
 pub mod procs;
 pub mod proto;
+pub mod sshd;
 
 use std::{
     path::{Path, PathBuf},
