@@ -244,9 +244,15 @@ impl SshClient {
 
     /// `ssh … LOGIN@127.0.0.1 ARGS`.
     pub fn ssh(&self, args: &[&str]) -> Command {
+        self.ssh_with(&[], args)
+    }
+
+    /// `ssh … OPTIONS LOGIN@127.0.0.1 ARGS` (options must precede the host).
+    pub fn ssh_with(&self, options: &[&str], args: &[&str]) -> Command {
         let mut cmd = clean_command("ssh");
         cmd.args(self.options())
             .args(["-p", &self.port.to_string()])
+            .args(options)
             .arg(format!("{}@127.0.0.1", self.login))
             .args(args);
         cmd
