@@ -267,13 +267,13 @@ fn exec_shell_recording_and_audit() {
         c.args(["-L", &sock]).args(args);
         run(c, Duration::from_secs(20))
     };
-    let ssh_line = {
+    let ssh_line = |login: &str| {
         let mut parts = vec!["ssh".to_string(), "-t".into()];
         parts.extend(alice.options());
         parts.extend([
             "-p".into(),
             s.ssh_port.to_string(),
-            "alice%web@127.0.0.1".into(),
+            format!("{login}@127.0.0.1"),
         ]);
         parts.join(" ")
     };
@@ -286,7 +286,7 @@ fn exec_shell_recording_and_audit() {
         "120",
         "-y",
         "40",
-        &ssh_line,
+        &ssh_line("alice%web"),
     ]);
     assert!(started.status.success(), "tmux: {started:?}");
     let screen = || tmux(&["capture-pane", "-p", "-t", "sac"]).stdout;
@@ -312,6 +312,51 @@ fn exec_shell_recording_and_audit() {
     tmux(&["send-keys", "-t", "sac", "exit 5", "Enter"]);
     wait_for(Duration::from_secs(20), "the shell to end", || {
         (!tmux(&["has-session", "-t", "sac"]).status.success()).then_some(())
+    });
+
+    // No resource in the login: a menu of the ones alice may use.
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "menu",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &ssh_line("alice"),
+    ]);
+    assert!(started.status.success(), "tmux: {started:?}");
+    let menu = || tmux(&["capture-pane", "-p", "-t", "menu"]).stdout;
+    let shown = wait_for(Duration::from_secs(30), "the resource menu", || {
+        let m = menu();
+        m.contains("number or name").then_some(m)
+    });
+    assert!(shown.contains("1) web"), "{shown}");
+    assert!(
+        !shown.contains("other"),
+        "alice has no policy for other: {shown}"
+    );
+    tmux(&["send-keys", "-t", "menu", "7", "Enter"]);
+    wait_for(Duration::from_secs(20), "a second prompt", || {
+        menu().contains("no choice \"7\"").then_some(())
+    });
+    tmux(&["send-keys", "-t", "menu", "1", "Enter"]);
+    tmux(&[
+        "send-keys",
+        "-t",
+        "menu",
+        "echo menu-$((40+2))-chosen",
+        "Enter",
+    ]);
+    wait_for(
+        Duration::from_secs(30),
+        "a shell on the chosen resource",
+        || menu().contains("menu-42-chosen").then_some(()),
+    );
+    tmux(&["send-keys", "-t", "menu", "exit", "Enter"]);
+    wait_for(Duration::from_secs(20), "the menu shell to end", || {
+        (!tmux(&["has-session", "-t", "menu"]).status.success()).then_some(())
     });
     let _ = tmux(&["kill-server"]);
 

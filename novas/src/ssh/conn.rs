@@ -13,7 +13,7 @@ use std::{
 
 use super::{upstream, SshError, SshFront};
 use crate::{
-    access::{Identity, Policy},
+    access::{choose_login, Identity, Policy},
     audit::{AuditEvent, AuditUnavailable, EventKind},
     resources::{Account, Resource},
 };
@@ -23,6 +23,8 @@ pub enum Access {
     Granted(Box<Grant>),
     /// Authenticated, but refused: the text the user reads.
     Refused(String),
+    /// No resource in the login name: a shell gets a menu of these.
+    Choose(Vec<String>),
 }
 
 pub struct Grant {
@@ -39,6 +41,8 @@ pub struct ConnState {
     pub span: tracing::Span,
     pub identity: OnceLock<Identity>,
     pub access: OnceLock<Access>,
+    /// The decision after a choice in the menu, if any.
+    chosen: OnceLock<Access>,
     upstream: tokio::sync::OnceCell<Result<Arc<upstream::Upstream>, String>>,
     /// The exit status of the last command or shell that reported one.
     pub exit_status: Mutex<Option<u32>>,
@@ -60,6 +64,7 @@ impl ConnState {
             span,
             identity: OnceLock::new(),
             access: OnceLock::new(),
+            chosen: OnceLock::new(),
             upstream: tokio::sync::OnceCell::new(),
             exit_status: Mutex::new(None),
             started: Instant::now(),
@@ -67,10 +72,92 @@ impl ConnState {
         }
     }
 
+    /// The access in force: the menu choice, else the login's.
+    pub fn current(&self) -> Option<&Access> {
+        self.chosen.get().or_else(|| self.access.get())
+    }
+
     pub fn grant(&self) -> Option<&Grant> {
-        match self.access.get() {
+        match self.current() {
             Some(Access::Granted(g)) => Some(g),
             _ => None,
+        }
+    }
+
+    /// Records the menu choice (the first one made wins) and audits a
+    /// refusal.
+    pub fn choose(&self, resource: &str) -> &Access {
+        let Some(who) = self.identity.get() else {
+            return self
+                .chosen
+                .get_or_init(|| Access::Refused("not logged in".into()));
+        };
+        self.chosen.get_or_init(|| {
+            let a = self.decide(who, Some(resource), None);
+            match &a {
+                Access::Granted(g) => {
+                    self.span.record("resource", g.resource.name.as_str());
+                }
+                Access::Refused(r) => self.denied(r),
+                Access::Choose(_) => {}
+            }
+            a
+        })
+    }
+
+    /// The resources `who` may use.
+    pub fn reachable(&self, who: &Identity) -> Vec<String> {
+        self.front
+            .resources
+            .iter()
+            .filter(|r| self.front.dac.policies.authorize(who, &r.name).is_ok())
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
+    /// What `who` may do with `resource` as `login`. Every refusal text
+    /// names what to change.
+    pub fn decide(&self, who: &Identity, resource: Option<&str>, login: Option<&str>) -> Access {
+        let yours = || {
+            let names = self.reachable(who);
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        };
+        let Some(name) = resource else {
+            let names = self.reachable(who);
+            if names.is_empty() {
+                return Access::Refused(format!(
+                    "no policy grants {} access to any ssh resource",
+                    who.user
+                ));
+            }
+            return Access::Choose(names);
+        };
+        let Some(res) = self.front.resource(name) else {
+            return Access::Refused(
+                SshError::UnknownResource {
+                    name: name.to_string(),
+                    hint: format!("; resources you may use: {}", yours()),
+                }
+                .to_string(),
+            );
+        };
+        let permit = match self.front.dac.policies.authorize(who, name) {
+            Ok(p) => p,
+            Err(_) => {
+                return Access::Refused(format!("no policy grants {} access to {name}", who.user))
+            }
+        };
+        match choose_login(&permit.policy, res, login) {
+            Ok(account) => Access::Granted(Box::new(Grant {
+                resource: res.clone(),
+                account: account.clone(),
+                policy: permit.policy,
+            })),
+            Err(m) => Access::Refused(m),
         }
     }
 

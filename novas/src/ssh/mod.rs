@@ -8,6 +8,7 @@
 //! are recorded (asciicast v2) and audited.
 //!
 //! - [`login`]: `user%resource%login` parsing.
+//! - [`menu`]: the resource menu for a shell login that named none.
 //! - [`session`]: the russh server handler (auth, access decision, channels).
 //! - [`conn`]: what one client connection shares with its channels
 //!   (access, the lazily opened upstream, audit).
@@ -23,6 +24,7 @@ pub mod deadline;
 pub mod error;
 pub mod hostkey;
 pub mod login;
+pub mod menu;
 pub mod recording;
 pub mod relay;
 pub mod session;

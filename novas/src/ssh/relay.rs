@@ -15,6 +15,7 @@ use russh::{client, server, Channel, ChannelMsg, ChannelWriteHalf, Pty};
 
 use super::{
     conn::{Access, ConnState},
+    menu,
     recording::{Header, Recorder},
     SshError,
 };
@@ -113,10 +114,25 @@ pub async fn session_channel(
             Some(_) => {}
         }
     };
-    let grant = match state.access.get() {
+    let mut access = state.current();
+    if let Some(Access::Choose(names)) = access {
+        if !matches!(start, Start::Shell) || pty.is_none() {
+            let msg = format!(
+                "name the resource in the login, e.g. `ssh -p PORT {}%RESOURCE@HOST`; resources you may use: {}",
+                state.user().unwrap_or("USER"),
+                names.join(", ")
+            );
+            return refuse(&tx, &msg).await;
+        }
+        match menu_choice(&state, &mut rx, &tx, names, pty.as_mut()).await {
+            Some(name) => access = Some(state.choose(&name)),
+            None => return refuse(&tx, "no resource chosen").await,
+        }
+    }
+    let grant = match access {
         Some(Access::Granted(g)) => g,
         Some(Access::Refused(msg)) => return refuse(&tx, msg).await,
-        None => return refuse(&tx, "not logged in").await,
+        Some(Access::Choose(_)) | None => return refuse(&tx, "not logged in").await,
     };
     // Fail closed: a command the audit cannot record does not run.
     let audited = state.front.dac.auditor.check().is_ok()
@@ -177,6 +193,54 @@ pub async fn session_channel(
     if let Some(r) = &recorder {
         r.finish();
     }
+}
+
+/// Shows the menu and reads a choice, at most three tries.
+async fn menu_choice(
+    state: &ConnState,
+    rx: &mut russh::ChannelReadHalf,
+    tx: &ChannelWriteHalf<server::Msg>,
+    names: &[String],
+    mut pty: Option<&mut PtyReq>,
+) -> Option<String> {
+    let user = state.user().unwrap_or("-");
+    for _ in 0..3 {
+        tx.data_bytes(menu::render(user, names).into_bytes())
+            .await
+            .ok()?;
+        let mut input = menu::LineInput::default();
+        let line = loop {
+            match rx.wait().await? {
+                ChannelMsg::Data { data } => match input.feed(&data) {
+                    menu::Typed::More(echo) => {
+                        tx.data_bytes(echo).await.ok()?;
+                    }
+                    menu::Typed::Line(line, echo) => {
+                        tx.data_bytes(echo).await.ok()?;
+                        break line;
+                    }
+                    menu::Typed::Cancel => return None,
+                },
+                ChannelMsg::WindowChange {
+                    col_width,
+                    row_height,
+                    ..
+                } => {
+                    if let Some(p) = pty.as_deref_mut() {
+                        (p.cols, p.rows) = (col_width, row_height);
+                    }
+                }
+                ChannelMsg::Eof | ChannelMsg::Close => return None,
+                _ => {}
+            }
+        };
+        if let Some(name) = menu::pick(&line, names) {
+            return Some(name.clone());
+        }
+        let again = format!("no choice {:?}\r\n", line.trim());
+        tx.data_bytes(again.into_bytes()).await.ok()?;
+    }
+    None
 }
 
 fn open_recording(state: &ConnState, start: &Start, pty: Option<&PtyReq>) -> Option<Arc<Recorder>> {

@@ -16,13 +16,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
-    conn::{Access, ConnState, Grant},
+    conn::{Access, ConnState},
     hostkey, login,
     login::LoginName,
-    relay, SshError,
+    relay,
 };
 use crate::{
-    access::{choose_login, may_forward, Identity},
+    access::{may_forward, Identity},
     audit::{Decision, EventKind},
     users::{admit, Candidate},
 };
@@ -92,54 +92,6 @@ impl Conn {
     fn logged_in(&self, identity: Identity) {
         self.state.span.record("user", identity.user.as_str());
         let _ = self.state.identity.set(identity);
-    }
-}
-
-/// What the login may do. Every refusal text names what to change.
-fn decide(state: &ConnState, who: &Identity, login: &LoginName) -> Access {
-    let front = &state.front;
-    let reachable = || {
-        let names: Vec<&str> = front
-            .resources
-            .iter()
-            .filter(|r| front.dac.policies.authorize(who, &r.name).is_ok())
-            .map(|r| r.name.as_str())
-            .collect();
-        if names.is_empty() {
-            "none".to_string()
-        } else {
-            names.join(", ")
-        }
-    };
-    let Some(name) = &login.resource else {
-        return Access::Refused(format!(
-            "name the resource in the login, e.g. `ssh -p PORT {}%RESOURCE@HOST`; resources you may use: {}",
-            who.user,
-            reachable()
-        ));
-    };
-    let Some(res) = front.resource(name) else {
-        return Access::Refused(
-            SshError::UnknownResource {
-                name: name.clone(),
-                hint: format!("; resources you may use: {}", reachable()),
-            }
-            .to_string(),
-        );
-    };
-    let permit = match front.dac.policies.authorize(who, name) {
-        Ok(p) => p,
-        Err(_) => {
-            return Access::Refused(format!("no policy grants {} access to {name}", who.user))
-        }
-    };
-    match choose_login(&permit.policy, res, login.login.as_deref()) {
-        Ok(account) => Access::Granted(Box::new(Grant {
-            resource: res.clone(),
-            account: account.clone(),
-            policy: permit.policy,
-        })),
-        Err(m) => Access::Refused(m),
     }
 }
 
@@ -226,7 +178,9 @@ impl server::Handler for Conn {
         let (Some(who), Some(login)) = (self.state.identity.get(), &self.login) else {
             return Err(russh::Error::NotAuthenticated);
         };
-        let access = decide(&self.state, who, login);
+        let access = self
+            .state
+            .decide(who, login.resource.as_deref(), login.login.as_deref());
         match &access {
             Access::Granted(g) => {
                 self.state.span.record("resource", g.resource.name.as_str());
@@ -235,6 +189,9 @@ impl server::Handler for Conn {
             Access::Refused(reason) => {
                 tracing::info!(%reason, "ssh login refused access");
                 self.state.denied(reason);
+            }
+            Access::Choose(names) => {
+                tracing::info!(choices = names.len(), "ssh login named no resource: menu");
             }
         }
         let _ = self.state.access.set(access);
@@ -266,11 +223,15 @@ impl server::Handler for Conn {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let text = format!("{host}:{port}");
-        let decision = match self.state.access.get() {
+        let decision = match self.state.current() {
             Some(Access::Granted(g)) => may_forward(&g.policy, &g.resource.name, host, port)
                 .map(|_| g.policy.name.clone())
                 .map_err(|e| (g.policy.name.clone(), e)),
             Some(Access::Refused(r)) => Err((String::new(), r.clone())),
+            Some(Access::Choose(_)) => Err((
+                String::new(),
+                "name the resource in the login to forward ports".into(),
+            )),
             None => Err((String::new(), "not logged in".into())),
         };
         let (allowed, policy, error) = match &decision {
