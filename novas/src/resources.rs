@@ -448,6 +448,82 @@ resources:
     }
 
     #[test]
+    fn ssh_resources_carry_keys_or_passwords() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (key, _) = crate::ssh::hostkey::load_or_generate(dir.path()).expect("key");
+        let key_path = crate::ssh::hostkey::host_key_path(dir.path());
+        let junk = dir.path().join("junk");
+        std::fs::write(&junk, "not a key").expect("write");
+        let y = format!(
+            r#"
+resources:
+  - name: web-1
+    kind: ssh
+    target: "10.0.2.7:22"
+    agent: {{ tags: {{ VPC: dev }} }}
+    accounts:
+      - {{ name: deploy, username: deploy, key_file: "{k}" }}
+      - {{ name: root, username: root, password_env: ROOT_PW }}
+  - name: web-2
+    kind: ssh
+    target: "10.0.2.8:22"
+    agent: {{ name: a }}
+    accounts: [{{ name: deploy, username: deploy, key_file: "{k}" }}]
+"#,
+            k = key_path.display()
+        );
+        let env = |v: &str| (v == "ROOT_PW").then(|| "r00t-secret".to_string());
+        let r = parse_with(&y, "r.yaml", &env).expect("parse");
+        assert_eq!(r[0].kind, StreamKind::Ssh);
+        assert_eq!(
+            (r[0].listen_port, r[1].listen_port),
+            (0, 0),
+            "no ports of their own"
+        );
+        let deploy = r[0].account(Some("deploy")).expect("deploy");
+        let pem = deploy.key.as_ref().expect("key").expose().to_string();
+        assert_eq!(
+            russh::keys::decode_secret_key(&pem, None)
+                .expect("key")
+                .public_key(),
+            key.public_key()
+        );
+        assert!(r[0].account(Some("root")).expect("root").key.is_none());
+        let shown = format!("{r:?}");
+        assert!(
+            !shown.contains("PRIVATE KEY") && !shown.contains("r00t-secret"),
+            "{shown}"
+        );
+
+        let k = key_path.display();
+        let j = junk.display();
+        for (y, needle) in [
+            (format!("resources: [{{name: s, kind: ssh, target: h:22, agent: {{name: x}}}}]"), "needs at least one account"),
+            (format!("resources: [{{name: s, kind: ssh, target: h:22, listen: 2200, agent: {{name: x}}, accounts: [{{name: a, username: u, key_file: \"{k}\"}}]}}]"), "NOVAS_SSH_PORT"),
+            (format!("resources: [{{name: s, kind: ssh, target: h:22, agent: {{name: x}}, accounts: [{{name: a, username: u, key_file: \"{j}\"}}]}}]"), "not an unencrypted OpenSSH private key"),
+            (format!("resources: [{{name: s, kind: ssh, target: h:22, agent: {{name: x}}, accounts: [{{name: a, username: u, key_file: \"{k}\", password_env: P}}]}}]"), "not both"),
+            (format!("resources: [{{name: s, kind: ssh, target: h:22, agent: {{name: x}}, accounts: [{{name: a, username: u}}]}}]"), "key_file"),
+            (format!("resources: [{{name: s, kind: postgres, target: h:1, agent: {{name: x}}, accounts: [{{name: a, username: u, key_file: \"{k}\"}}]}}]"), "ssh resources only"),
+        ] {
+            let e = parse_with(&y, "res.yaml", &|_| Some("pw".into()))
+                .expect_err(&y)
+                .to_string();
+            assert!(e.contains(needle), "{y}: {e}");
+        }
+
+        let pol = Policies::parse(
+            "policies: [{name: p, users: [u], resources: [web-1], logins: [root, deploy]}, {name: q, users: [v], resources: [\"web-*\"], account: deploy}]",
+            "p",
+        )
+        .expect("policies");
+        check_policies(&r, &pol).expect("valid");
+        let pol = Policies::parse("policies: [{name: p, users: [u], resources: [web-1]}]", "p")
+            .expect("policies");
+        let e = check_policies(&r, &pol).expect_err("two accounts, none named");
+        assert!(e.contains("several accounts"), "{e}");
+    }
+
+    #[test]
     fn ports_are_assigned_from_the_range() {
         let y = r#"
 resources:
