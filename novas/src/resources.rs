@@ -498,11 +498,11 @@ resources:
         let k = key_path.display();
         let j = junk.display();
         for (y, needle) in [
-            (format!("resources: [{{name: s, kind: ssh, target: h:22, agent: {{name: x}}}}]"), "needs at least one account"),
+            ("resources: [{name: s, kind: ssh, target: h:22, agent: {name: x}}]".to_string(), "needs at least one account"),
             (format!("resources: [{{name: s, kind: ssh, target: h:22, listen: 2200, agent: {{name: x}}, accounts: [{{name: a, username: u, key_file: \"{k}\"}}]}}]"), "NOVAS_SSH_PORT"),
             (format!("resources: [{{name: s, kind: ssh, target: h:22, agent: {{name: x}}, accounts: [{{name: a, username: u, key_file: \"{j}\"}}]}}]"), "not an unencrypted OpenSSH private key"),
             (format!("resources: [{{name: s, kind: ssh, target: h:22, agent: {{name: x}}, accounts: [{{name: a, username: u, key_file: \"{k}\", password_env: P}}]}}]"), "not both"),
-            (format!("resources: [{{name: s, kind: ssh, target: h:22, agent: {{name: x}}, accounts: [{{name: a, username: u}}]}}]"), "key_file"),
+            ("resources: [{name: s, kind: ssh, target: h:22, agent: {name: x}, accounts: [{name: a, username: u}]}]".to_string(), "key_file"),
             (format!("resources: [{{name: s, kind: postgres, target: h:1, agent: {{name: x}}, accounts: [{{name: a, username: u, key_file: \"{k}\"}}]}}]"), "ssh resources only"),
         ] {
             let e = parse_with(&y, "res.yaml", &|_| Some("pw".into()))
