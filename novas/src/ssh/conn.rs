@@ -48,6 +48,8 @@ pub struct ConnState {
     pub exit_status: Mutex<Option<u32>>,
     started: Instant,
     channels: AtomicU32,
+    /// Offered public keys that are not registered: (user, fingerprints).
+    key_rejections: Mutex<Option<(String, Vec<String>)>>,
 }
 
 impl ConnState {
@@ -69,6 +71,7 @@ impl ConnState {
             exit_status: Mutex::new(None),
             started: Instant::now(),
             channels: AtomicU32::new(0),
+            key_rejections: Mutex::new(None),
         }
     }
 
@@ -184,6 +187,44 @@ impl ConnState {
             tracing::error!(error = %e, "audit event not recorded");
         }
         r
+    }
+
+    /// A failed login, audited at once.
+    pub fn login_failure(&self, user: &str, reason: String) {
+        tracing::info!(user, %reason, "ssh login failed");
+        let ev = AuditEvent::new(EventKind::LoginFailure {
+            client_addr: self.client.to_string(),
+            reason,
+        })
+        .session(&self.session_id)
+        .user(user);
+        let _ = self.front.dac.auditor.record(ev);
+    }
+
+    /// Notes an offered key that is not registered (see [`Self::end_login`]).
+    pub fn key_rejected(&self, user: &str, fingerprint: String) {
+        if let Ok(mut g) = self.key_rejections.lock() {
+            let entry = g.get_or_insert_with(|| (user.to_string(), Vec::new()));
+            if entry.1.len() < 16 && !entry.1.contains(&fingerprint) {
+                entry.1.push(fingerprint);
+            }
+        }
+    }
+
+    /// At the end of a connection that never logged in: one login failure
+    /// for the unregistered keys it offered.
+    pub fn end_login(&self) {
+        if self.identity.get().is_some() {
+            return;
+        }
+        let taken = self.key_rejections.lock().ok().and_then(|mut g| g.take());
+        if let Some((user, fps)) = taken {
+            let reason = format!(
+                "ssh public key not registered for this user: {}",
+                fps.join(", ")
+            );
+            self.login_failure(&user, reason);
+        }
     }
 
     /// Records a refusal the user was told about.

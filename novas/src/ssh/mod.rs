@@ -155,22 +155,19 @@ async fn handle(
         })
     };
     let running = tokio::select! {
-        r = russh::server::run_stream(front.config.clone(), stream, handler) => r,
-        _ = kill.cancelled() => {
-            watchdog.abort();
-            return;
-        }
+        r = russh::server::run_stream(front.config.clone(), stream, handler) => Some(r),
+        _ = kill.cancelled() => None,
     };
     let outcome = match running {
-        Err(e) => {
+        None => None,
+        Some(Err(e)) => {
             tracing::info!(error = %e, "ssh handshake failed");
-            watchdog.abort();
-            return;
+            None
         }
-        Ok(session) => {
+        Some(Ok(session)) => {
             let handle = session.handle();
             tokio::pin!(session);
-            tokio::select! {
+            Some(tokio::select! {
                 r = &mut session => match r {
                     Ok(()) => "closed by client".to_string(),
                     Err(e) => format!("client error: {e}"),
@@ -181,9 +178,12 @@ async fn handle(
                         .await;
                     "NOVAS shut down".to_string()
                 }
-            }
+            })
         }
     };
     watchdog.abort();
-    state.finish(outcome).await;
+    state.end_login();
+    if let Some(outcome) = outcome {
+        state.finish(outcome).await;
+    }
 }

@@ -53,14 +53,7 @@ impl Conn {
     }
 
     fn failure(&self, user: &str, reason: String) {
-        tracing::info!(user, %reason, "ssh login failed");
-        let ev = crate::audit::AuditEvent::new(EventKind::LoginFailure {
-            client_addr: self.state.client.to_string(),
-            reason,
-        })
-        .session(&self.state.session_id)
-        .user(user);
-        let _ = self.state.front.dac.auditor.record(ev);
+        self.state.login_failure(user, reason);
     }
 
     /// Parses the login name; a bad one is a failed login.
@@ -136,13 +129,10 @@ impl server::Handler for Conn {
         if self.key_registered(&l.user, offer.public_key).await {
             return Ok(Auth::Accept);
         }
-        self.failure(
-            &l.user,
-            format!(
-                "ssh public key {} is not registered for this user",
-                hostkey::fingerprint(offer.public_key)
-            ),
-        );
+        // Audited once at the end, and only if no later method succeeds:
+        // clients offer every key they hold, most of them not for us.
+        self.state
+            .key_rejected(&l.user, hostkey::fingerprint(offer.public_key));
         Ok(Self::reject())
     }
 
