@@ -30,10 +30,13 @@ pub mod relay;
 pub mod session;
 pub mod upstream;
 
+#[cfg(test)]
+mod tests;
+
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use russh::{keys::PrivateKey, server::Config as ServerConfig, MethodKind, MethodSet};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
@@ -125,13 +128,15 @@ pub async fn serve(
 
 /// Runs one client connection: the login under a deadline, then the
 /// session until the client leaves (or NOVAS shuts down).
-async fn handle(
+async fn handle<S>(
     front: Arc<SshFront>,
-    conn: TcpStream,
+    conn: S,
     client: SocketAddr,
     session_id: String,
     shutdown: CancellationToken,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let kill = CancellationToken::new();
     let authed = CancellationToken::new();
     let state = Arc::new(conn::ConnState::new(
