@@ -31,7 +31,7 @@ const EVE_PW: &str = "eve-Pa55word";
 /// NOVAS_SSH_LOGIN_TIMEOUT: generous (argon2 in a debug build on a busy
 /// machine is slow), short only in the bad-input test.
 const LOGIN_TIMEOUT_S: u64 = 60;
-const SHORT_LOGIN_TIMEOUT_S: u64 = 4;
+const SHORT_LOGIN_TIMEOUT_S: u64 = 8;
 
 const POLICIES: &str = r#"
 policies:
