@@ -98,7 +98,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             .iter()
             .any(|r| r.kind != tunnel_proto::StreamKind::Tcp)
     {
-        tracing::warn!("database or ssh resources declared but no NOVAS_POLICIES: nobody can use them");
+        tracing::warn!(
+            "database or ssh resources declared but no NOVAS_POLICIES: nobody can use them"
+        );
     }
     let admin_token = match &cfg.admin_token {
         Some(t) => t.clone(),
