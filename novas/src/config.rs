@@ -64,6 +64,12 @@ pub struct ServeFlags {
     /// NOVAS_METRICS_PUBLIC: true serves /metrics without the admin token (default false)
     #[arg(long)]
     pub metrics_public: Option<String>,
+    /// NOVAS_SSH_PORT: the SSH listener for every ssh resource (default 2222)
+    #[arg(long)]
+    pub ssh_port: Option<String>,
+    /// NOVAS_SSH_LOGIN_TIMEOUT: bound on an SSH client's handshake and login (default 60s)
+    #[arg(long)]
+    pub ssh_login_timeout: Option<String>,
 }
 
 /// Serialize only to list the field names ([`env_names`]).
@@ -87,6 +93,8 @@ struct EnvVars {
     store_url: Option<String>,
     audit_fail_open: Option<String>,
     metrics_public: Option<String>,
+    ssh_port: Option<String>,
+    ssh_login_timeout: Option<String>,
 }
 
 /// Variables read outside [`EnvVars`]: by the CLI subcommands
@@ -144,6 +152,9 @@ pub struct Config {
     pub audit_fail_open: bool,
     /// Serve `/metrics` without the admin token.
     pub metrics_public: bool,
+    /// Listened on only when an ssh resource exists.
+    pub ssh_port: u16,
+    pub ssh_login_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -339,6 +350,12 @@ impl Config {
                 pick(f.metrics_public, e.metrics_public),
                 false,
             )?,
+            ssh_port: port("NOVAS_SSH_PORT", pick(f.ssh_port, e.ssh_port), 2222)?,
+            ssh_login_timeout: duration(
+                "NOVAS_SSH_LOGIN_TIMEOUT",
+                pick(f.ssh_login_timeout, e.ssh_login_timeout),
+                Duration::from_secs(60),
+            )?,
         })
     }
 }
@@ -371,6 +388,8 @@ mod tests {
         assert_eq!(c.store_url.expose(), "sqlite://novas-data/novas.db");
         assert!(!c.audit_fail_open);
         assert!(!c.metrics_public);
+        assert_eq!(c.ssh_port, 2222);
+        assert_eq!(c.ssh_login_timeout, Duration::from_secs(60));
     }
 
     #[test]
@@ -407,7 +426,12 @@ mod tests {
     #[test]
     fn bad_values_name_the_variable() {
         type Edit = fn(&mut EnvVars);
-        let cases: [(Edit, &str); 10] = [
+        let cases: [(Edit, &str); 12] = [
+            (|e| e.ssh_port = Some("ssh".into()), "NOVAS_SSH_PORT"),
+            (
+                |e| e.ssh_login_timeout = Some("1 fortnight-ish".into()),
+                "NOVAS_SSH_LOGIN_TIMEOUT",
+            ),
             (|e| e.agent_token = None, "NOVAS_AGENT_TOKEN"),
             (
                 |e| e.agent_token = Some("short".into()),

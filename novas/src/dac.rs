@@ -97,5 +97,6 @@ pub fn close_event(outcome: String, started: Instant, up: u64, down: u64) -> Eve
         bytes_up: up,
         bytes_down: down,
         duration_ms: started.elapsed().as_millis() as u64,
+        exit_status: None,
     }
 }

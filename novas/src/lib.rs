@@ -12,6 +12,7 @@
 //! - [`mysql`]: the MySQL/MariaDB wire protocol (I/O-free) and the MySQL front end.
 //! - [`metrics`]: Prometheus counters and the `/metrics` text.
 //! - [`web`]: `/healthz`, `/readyz`, `/metrics`, `/api/tunnels`, `/api/audit`.
+//! - [`ssh`]: SAC, the SSH front end (one listener, resource in the login name).
 //! - [`secrets`]: data-dir files for generated secrets.
 //! - [`store`]: the persistent store (SQLite, or a shared PostgreSQL/MySQL): users, audit.
 //! - [`audit`]: typed audit events and the batching, fail-closed [`audit::Auditor`].
@@ -32,6 +33,7 @@ pub mod registry;
 pub mod resources;
 pub mod route;
 pub mod secrets;
+pub mod ssh;
 pub mod store;
 pub mod tcp;
 pub mod users;
@@ -98,7 +100,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             .iter()
             .any(|r| r.kind != tunnel_proto::StreamKind::Tcp)
     {
-        tracing::warn!("database resources declared but no NOVAS_POLICIES: nobody can use them");
+        tracing::warn!(
+            "database or ssh resources declared but no NOVAS_POLICIES: nobody can use them"
+        );
     }
     let admin_token = match &cfg.admin_token {
         Some(t) => t.clone(),
@@ -129,6 +133,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
 
     let agent_listener = bind(cfg.bind, cfg.agent_port, "NOVAS_AGENT_PORT").await?;
     let http_listener = bind(cfg.bind, cfg.http_port, "NOVAS_HTTP_PORT").await?;
+    let (ssh_resources, resources): (Vec<_>, Vec<_>) = resources
+        .into_iter()
+        .partition(|r| r.kind == tunnel_proto::StreamKind::Ssh);
+    // One SSH listener for every ssh resource, only if there are any.
+    let ssh_listener = match ssh_resources.is_empty() {
+        true => None,
+        false => Some(bind(cfg.bind, cfg.ssh_port, "NOVAS_SSH_PORT").await?),
+    };
     let mut resource_listeners = Vec::new();
     for r in resources {
         let l = bind(cfg.bind, r.listen_port, &format!("resource {:?}", r.name)).await?;
@@ -164,6 +176,29 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         cancel: Default::default(),
     });
     let mysql_front = Arc::new(mysql::session::MysqlFront::new(dac.clone(), mysql_tls));
+    let mut ssh_addr = None;
+    if let Some(listener) = ssh_listener {
+        let (key, generated) = ssh::hostkey::load_or_generate(&cfg.data_dir)
+            .map_err(|m| anyhow::anyhow!("NOVAS_DATA_DIR: SSH host key: {m}"))?;
+        let host_fp = ssh::hostkey::fingerprint(key.public_key());
+        if generated {
+            tracing::info!(fingerprint = %host_fp, "generated the SSH host key");
+        }
+        let front = Arc::new(ssh::SshFront {
+            dac: dac.clone(),
+            store: store.clone(),
+            resources: ssh_resources.into_iter().map(Arc::new).collect(),
+            config: Arc::new(ssh::server_config(key)),
+            recordings: ssh::recordings_dir(&cfg.data_dir),
+            login_timeout: cfg.ssh_login_timeout,
+        });
+        let addr = listener.local_addr()?;
+        for r in &front.resources {
+            tracing::info!(resource = %r.name, kind = "ssh", ssh.addr = %addr, target = %r.target, "ssh resource served");
+        }
+        ssh_addr = Some((addr, host_fp));
+        tasks.spawn(ssh::serve(listener, front, tasks.clone(), shutdown.clone()));
+    }
     for (listener, res) in resource_listeners {
         tracing::info!(resource = %res.name, kind = res.kind.as_str(), port = res.listen_port, target = %res.target, "resource listening");
         let (tasks2, stop) = (tasks.clone(), shutdown.clone());
@@ -211,6 +246,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
 
     web_state.ready.store(true, Ordering::Relaxed);
     println!("fingerprint: {fingerprint}");
+    if let Some((addr, fp)) = &ssh_addr {
+        println!("ssh: {addr} {fp}");
+    }
     println!("listening: agent={agent_addr} http={http_addr}");
     tracing::info!(node = %cfg.node_name, %agent_addr, %http_addr, %fingerprint, "novas ready");
 

@@ -40,6 +40,10 @@ enum Command {
     User(Box<cli::user::UserArgs>),
     /// Search the audit trail (reads the store directly)
     Audit(Box<cli::audit::AuditArgs>),
+    /// Target host keys pinned on first use by the SSH front end
+    SshHostkey(Box<cli::ssh::HostKeyArgs>),
+    /// List and replay SSH session recordings (asciicast v2)
+    Recordings(Box<cli::ssh::RecordingsArgs>),
     /// Print the SHA-256 fingerprint agents pin (NOVAC_SERVER_FINGERPRINT)
     Fingerprint {
         #[arg(long)]
@@ -65,6 +69,8 @@ fn main() -> ExitCode {
         }) => tunnels(url, token, data_dir, json),
         Some(Command::Audit(args)) => cli::audit::run(*args),
         Some(Command::User(args)) => cli::user::main(*args),
+        Some(Command::SshHostkey(args)) => cli::ssh::hostkey_main(*args),
+        Some(Command::Recordings(args)) => cli::ssh::recordings_main(*args),
         Some(Command::Fingerprint { data_dir, cert }) => {
             cli::fingerprint(data_dir.or_else(|| env_var("NOVAS_DATA_DIR")), cert)
                 .map(|fp| println!("{fp}"))

@@ -47,17 +47,23 @@ struct RawAccount {
     password_env: Option<String>,
     #[serde(default)]
     password_file: Option<String>,
+    /// SSH resources: an OpenSSH private key file NOVAS logs in with.
+    #[serde(default)]
+    key_file: Option<String>,
 }
 
-/// Upstream credentials of a database resource. The password stays inside
-/// NOVAS: it is never printed, logged or sent to a user.
+/// Upstream credentials of a resource. The secret stays inside NOVAS: it
+/// is never printed, logged or sent to a user.
 #[derive(Debug, Clone)]
 pub struct Account {
     /// The name policies refer to.
     pub name: String,
-    /// The database user name.
+    /// The database user name, or the login on an SSH target.
     pub username: String,
+    /// Empty for an SSH account that logs in with `key` instead.
     pub password: Secret,
+    /// SSH accounts: the OpenSSH private key text (from `key_file`).
+    pub key: Option<Secret>,
 }
 
 /// A validated resource.
@@ -112,6 +118,12 @@ fn account_password(
     a: &RawAccount,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Secret, String> {
+    if a.key_file.is_some() {
+        return Err(format!(
+            "account {:?}: key_file applies to ssh resources only",
+            a.name
+        ));
+    }
     let value = match (&a.password_env, &a.password_file) {
         (Some(var), None) => {
             env(var).ok_or_else(|| format!("account {:?}: variable {var} is not set", a.name))?
@@ -142,6 +154,41 @@ fn account_password(
         return Err(format!("account {:?}: the password is empty", a.name));
     }
     Ok(Secret::new(value))
+}
+
+/// An SSH account's secret: a key file, or a password like the databases'.
+fn ssh_credentials(
+    a: &RawAccount,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Secret, Option<Secret>), String> {
+    let Some(path) = &a.key_file else {
+        let raw = RawAccount {
+            name: a.name.clone(),
+            username: a.username.clone(),
+            password_env: a.password_env.clone(),
+            password_file: a.password_file.clone(),
+            key_file: None,
+        };
+        return account_password(&raw, env)
+            .map(|p| (p, None))
+            .map_err(|m| m.replace("password_file", "password_file or key_file"));
+    };
+    if a.password_env.is_some() || a.password_file.is_some() {
+        return Err(format!(
+            "account {:?}: give key_file or a password, not both",
+            a.name
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("account {:?}: cannot read key_file {path}: {e}", a.name))?;
+    // Checked here so a bad key fails at start, not at the first login.
+    russh::keys::decode_secret_key(&text, None).map_err(|e| {
+        format!(
+            "account {:?}: key_file {path} is not an unencrypted OpenSSH private key ({e})",
+            a.name
+        )
+    })?;
+    Ok((Secret::new(String::new()), Some(Secret::new(text))))
 }
 
 fn parse_range(s: &str) -> Option<(u16, u16)> {
@@ -187,11 +234,12 @@ pub fn parse_with(
             "tcp" => StreamKind::Tcp,
             "postgres" => StreamKind::Postgres,
             "mysql" => StreamKind::Mysql,
+            "ssh" => StreamKind::Ssh,
             other => {
                 return Err(invalid(
                     &r.name,
                     format!(
-                        "kind {other:?} is not supported yet (supported: tcp, postgres, mysql)"
+                        "kind {other:?} is not supported yet (supported: tcp, postgres, mysql, ssh)"
                     ),
                 ))
             }
@@ -204,11 +252,17 @@ pub fn parse_with(
                     format!("account {:?} is declared twice", a.name),
                 ));
             }
-            let password = account_password(a, env).map_err(|m| invalid(&r.name, m))?;
+            let (password, key) = if kind == StreamKind::Ssh {
+                ssh_credentials(a, env)
+            } else {
+                account_password(a, env).map(|p| (p, None))
+            }
+            .map_err(|m| invalid(&r.name, m))?;
             accounts.push(Account {
                 name: a.name.clone(),
                 username: a.username.clone(),
                 password,
+                key,
             });
         }
         match kind {
@@ -224,6 +278,18 @@ pub fn parse_with(
                     "a database resource needs at least one account (username + password_env or password_file)".into(),
                 ))
             }
+            StreamKind::Ssh if accounts.is_empty() => {
+                return Err(invalid(
+                    &r.name,
+                    "an ssh resource needs at least one account (username + key_file, password_env or password_file)".into(),
+                ))
+            }
+            StreamKind::Ssh if r.listen.is_some() || r.database.is_some() => {
+                return Err(invalid(
+                    &r.name,
+                    "ssh resources take no listen or database: they share NOVAS_SSH_PORT and are chosen in the login name".into(),
+                ))
+            }
             _ => {}
         }
         split_target(&r.target).map_err(|m| invalid(&r.name, m))?;
@@ -234,6 +300,8 @@ pub fn parse_with(
             ));
         }
         let listen_port = match r.listen {
+            // Served by the one SSH listener, never a port of its own.
+            None if kind == StreamKind::Ssh => 0,
             Some(0) => return Err(invalid(&r.name, "listen port 0".into())),
             Some(p) => p,
             None => {
@@ -248,7 +316,7 @@ pub fn parse_with(
                 port
             }
         };
-        if out.iter().any(|o: &Resource| o.listen_port == listen_port) {
+        if listen_port != 0 && out.iter().any(|o: &Resource| o.listen_port == listen_port) {
             return Err(invalid(
                 &r.name,
                 format!("listen port {listen_port} is used twice"),
@@ -273,6 +341,10 @@ pub fn check_policies(resources: &[Resource], policies: &Policies) -> Result<(),
     for p in policies.iter() {
         for r in resources.iter().filter(|r| p.covers_resource(&r.name)) {
             if r.kind == StreamKind::Tcp {
+                continue;
+            }
+            if r.kind == StreamKind::Ssh {
+                crate::access::ssh_logins(p, r)?;
                 continue;
             }
             if r.account(p.account.as_deref()).is_none() {
@@ -373,6 +445,82 @@ resources:
         assert!(check_policies(&r, &pol)
             .expect_err("missing")
             .contains("nope"));
+    }
+
+    #[test]
+    fn ssh_resources_carry_keys_or_passwords() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (key, _) = crate::ssh::hostkey::load_or_generate(dir.path()).expect("key");
+        let key_path = crate::ssh::hostkey::host_key_path(dir.path());
+        let junk = dir.path().join("junk");
+        std::fs::write(&junk, "not a key").expect("write");
+        let y = format!(
+            r#"
+resources:
+  - name: web-1
+    kind: ssh
+    target: "10.0.2.7:22"
+    agent: {{ tags: {{ VPC: dev }} }}
+    accounts:
+      - {{ name: deploy, username: deploy, key_file: "{k}" }}
+      - {{ name: root, username: root, password_env: ROOT_PW }}
+  - name: web-2
+    kind: ssh
+    target: "10.0.2.8:22"
+    agent: {{ name: a }}
+    accounts: [{{ name: deploy, username: deploy, key_file: "{k}" }}]
+"#,
+            k = key_path.display()
+        );
+        let env = |v: &str| (v == "ROOT_PW").then(|| "r00t-secret".to_string());
+        let r = parse_with(&y, "r.yaml", &env).expect("parse");
+        assert_eq!(r[0].kind, StreamKind::Ssh);
+        assert_eq!(
+            (r[0].listen_port, r[1].listen_port),
+            (0, 0),
+            "no ports of their own"
+        );
+        let deploy = r[0].account(Some("deploy")).expect("deploy");
+        let pem = deploy.key.as_ref().expect("key").expose().to_string();
+        assert_eq!(
+            russh::keys::decode_secret_key(&pem, None)
+                .expect("key")
+                .public_key(),
+            key.public_key()
+        );
+        assert!(r[0].account(Some("root")).expect("root").key.is_none());
+        let shown = format!("{r:?}");
+        assert!(
+            !shown.contains("PRIVATE KEY") && !shown.contains("r00t-secret"),
+            "{shown}"
+        );
+
+        let k = key_path.display();
+        let j = junk.display();
+        for (y, needle) in [
+            ("resources: [{name: s, kind: ssh, target: h:22, agent: {name: x}}]".to_string(), "needs at least one account"),
+            (format!("resources: [{{name: s, kind: ssh, target: h:22, listen: 2200, agent: {{name: x}}, accounts: [{{name: a, username: u, key_file: \"{k}\"}}]}}]"), "NOVAS_SSH_PORT"),
+            (format!("resources: [{{name: s, kind: ssh, target: h:22, agent: {{name: x}}, accounts: [{{name: a, username: u, key_file: \"{j}\"}}]}}]"), "not an unencrypted OpenSSH private key"),
+            (format!("resources: [{{name: s, kind: ssh, target: h:22, agent: {{name: x}}, accounts: [{{name: a, username: u, key_file: \"{k}\", password_env: P}}]}}]"), "not both"),
+            ("resources: [{name: s, kind: ssh, target: h:22, agent: {name: x}, accounts: [{name: a, username: u}]}]".to_string(), "key_file"),
+            (format!("resources: [{{name: s, kind: postgres, target: h:1, agent: {{name: x}}, accounts: [{{name: a, username: u, key_file: \"{k}\"}}]}}]"), "ssh resources only"),
+        ] {
+            let e = parse_with(&y, "res.yaml", &|_| Some("pw".into()))
+                .expect_err(&y)
+                .to_string();
+            assert!(e.contains(needle), "{y}: {e}");
+        }
+
+        let pol = Policies::parse(
+            "policies: [{name: p, users: [u], resources: [web-1], logins: [root, deploy]}, {name: q, users: [v], resources: [\"web-*\"], account: deploy}]",
+            "p",
+        )
+        .expect("policies");
+        check_policies(&r, &pol).expect("valid");
+        let pol = Policies::parse("policies: [{name: p, users: [u], resources: [web-1]}]", "p")
+            .expect("policies");
+        let e = check_policies(&r, &pol).expect_err("two accounts, none named");
+        assert!(e.contains("several accounts"), "{e}");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - [`netns`]: a namespace with a veth pair, deleted on drop.
 //! - [`postgres`]: a throwaway PostgreSQL server, optionally in a namespace.
 //! - [`mariadb`]: a throwaway MariaDB server, optionally in a namespace.
+//! - [`sshd`]: a throwaway OpenSSH server, Unix users, OpenSSH client commands.
 //! - [`http`]: a tiny HTTP/1.1 GET client.
 //! - [`prom`]: `/metrics` scraped and parsed as Prometheus text.
 //! - [`echo`]: a thread-based banner + echo TCP server.
@@ -31,6 +32,7 @@ pub mod postgres;
 pub mod procs;
 pub mod prom;
 pub mod proto;
+pub mod sshd;
 
 use std::{
     path::{Path, PathBuf},

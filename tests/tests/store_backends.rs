@@ -11,7 +11,7 @@ use nova_e2e::{
 };
 use novas::{
     audit::{AuditEvent, AuditQuery, Auditor, AuditorConfig, Decision, EventKind, EventType},
-    store::{Store, StoreError, UserRecord},
+    store::{HostKeyRecord, Store, StoreError, UserKeyRecord, UserRecord},
 };
 
 fn events(t: i64) -> Vec<AuditEvent> {
@@ -44,6 +44,18 @@ fn events(t: i64) -> Vec<AuditEvent> {
             bytes_up: 10,
             bytes_down: u64::MAX,
             duration_ms: 1500,
+            exit_status: Some(3),
+        },
+        EventKind::Command {
+            channel: "exec".into(),
+            text: "uptime".into(),
+            decision: Decision::Allow,
+            policy: "ops".into(),
+            error: None,
+        },
+        EventKind::AccessDenied {
+            client_addr: "10.0.0.7:50000".into(),
+            reason: "host key of web changed".into(),
         },
         EventKind::LoginFailure {
             client_addr: "10.0.0.66:40000".into(),
@@ -208,6 +220,34 @@ async fn exercise(url: &str, wrong: &str, backend: &str, password: &str, dir: &P
     assert_eq!(store.list_users().await.expect("list").len(), 2);
     assert!(store.delete_user("bob").await.expect("delete"));
     assert!(!store.delete_user("bob").await.expect("delete twice"));
+
+    // SSH user keys and pinned host keys (schema version 2).
+    let key = UserKeyRecord {
+        user: "alice".into(),
+        fingerprint: "SHA256:k1".into(),
+        public_key: "ssh-ed25519 AAAA alice".into(),
+        added_at_ms: 3,
+    };
+    store.add_user_key(&key).await.expect("add key");
+    assert!(store.add_user_key(&key).await.is_err(), "same key twice");
+    assert_eq!(store.user_keys("alice").await.expect("keys"), vec![key]);
+    assert!(store.user_keys("ALICE").await.expect("keys").is_empty());
+    assert!(store
+        .remove_user_key("alice", "SHA256:k1")
+        .await
+        .expect("remove"));
+    let pin = HostKeyRecord {
+        resource: "web".into(),
+        target: "10.0.2.7:22".into(),
+        fingerprint: "SHA256:h1".into(),
+        public_key: "ssh-ed25519 BBBB".into(),
+        first_seen_ms: 4,
+    };
+    store.pin_host_key(&pin).await.expect("pin");
+    assert!(store.pin_host_key(&pin).await.is_err(), "pinned once");
+    assert_eq!(store.host_key("web").await.expect("get"), Some(pin));
+    assert!(store.forget_host_key("web").await.expect("forget"));
+    assert_eq!(store.host_keys().await.expect("list"), vec![]);
 
     // The auditor writes through to PostgreSQL.
     let auditor = Auditor::start(store.clone(), AuditorConfig::new("n2", dir.join("spool"))).await;

@@ -15,6 +15,12 @@
 //!     resources: [pg-main]
 //!     account: readonly
 //!     read_only: true
+//!   - name: ops-ssh             # ssh resources (decisions in ssh.rs)
+//!     roles: [ops]
+//!     resources: ["web-*"]
+//!     account: deploy           # the login used when the user names none
+//!     logins: [deploy, root]    # logins the user may pick (`alice%web-1%root`)
+//!     port_forward: true        # `ssh -L` allowed (default false)
 //! ```
 //! The first policy (in file order) whose subjects and resources match is
 //! the one that applies; no match means no access.
@@ -49,6 +55,10 @@ struct RawPolicy {
     deny: Vec<String>,
     #[serde(default)]
     allow_unparsed: bool,
+    #[serde(default)]
+    logins: Vec<String>,
+    #[serde(default)]
+    port_forward: bool,
 }
 
 /// One validated policy.
@@ -67,6 +77,11 @@ pub struct Policy {
     /// Off by default: a deny list that unparsable SQL slips past is no
     /// restriction.
     pub allow_unparsed: bool,
+    /// SSH resources: the accounts a user may ask for by name; empty means
+    /// only the default one (`account`, or the resource's only account).
+    pub logins: Vec<String>,
+    /// SSH resources: whether local port forwarding (`ssh -L`) is allowed.
+    pub port_forward: bool,
 }
 
 /// Who is asking: a NOVAS user and their roles.
@@ -186,6 +201,8 @@ impl Policies {
                 read_only: p.read_only,
                 deny,
                 allow_unparsed: p.allow_unparsed,
+                logins: p.logins,
+                port_forward: p.port_forward,
             });
         }
         Ok(Self { list })

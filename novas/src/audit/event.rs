@@ -52,6 +52,9 @@ pub enum EventKind {
         bytes_up: u64,
         bytes_down: u64,
         duration_ms: u64,
+        /// SSH: the exit status of the session's last command or shell.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_status: Option<u32>,
     },
     Statement {
         text: String,
@@ -65,6 +68,23 @@ pub enum EventKind {
         error: Option<String>,
     },
     LoginFailure {
+        client_addr: String,
+        reason: String,
+    },
+    /// SSH: a command, shell, subsystem or port forward asked for in a
+    /// session, and whether it ran.
+    Command {
+        /// `exec`, `shell`, `subsystem` or `direct-tcpip`.
+        channel: String,
+        /// The command line, subsystem name or forward target.
+        text: String,
+        decision: Decision,
+        policy: String,
+        error: Option<String>,
+    },
+    /// An authenticated user refused before reaching the target: no policy,
+    /// a changed host key, an unknown resource.
+    AccessDenied {
         client_addr: String,
         reason: String,
     },
@@ -87,6 +107,8 @@ pub enum EventType {
     SessionClose,
     Statement,
     LoginFailure,
+    Command,
+    AccessDenied,
 }
 
 impl Decision {
@@ -117,11 +139,13 @@ impl fmt::Display for Decision {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 4] = [
+    pub const ALL: [EventType; 6] = [
         EventType::SessionOpen,
         EventType::SessionClose,
         EventType::Statement,
         EventType::LoginFailure,
+        EventType::Command,
+        EventType::AccessDenied,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -130,6 +154,8 @@ impl EventType {
             EventType::SessionClose => "session_close",
             EventType::Statement => "statement",
             EventType::LoginFailure => "login_failure",
+            EventType::Command => "command",
+            EventType::AccessDenied => "access_denied",
         }
     }
 }
@@ -162,26 +188,30 @@ impl EventKind {
             EventKind::SessionClose { .. } => EventType::SessionClose,
             EventKind::Statement { .. } => EventType::Statement,
             EventKind::LoginFailure { .. } => EventType::LoginFailure,
+            EventKind::Command { .. } => EventType::Command,
+            EventKind::AccessDenied { .. } => EventType::AccessDenied,
         }
     }
 
     pub fn decision(&self) -> Option<Decision> {
         match self {
-            EventKind::Statement { decision, .. } => Some(*decision),
+            EventKind::Statement { decision, .. } | EventKind::Command { decision, .. } => {
+                Some(*decision)
+            }
             _ => None,
         }
     }
 
     pub fn policy(&self) -> Option<&str> {
         match self {
-            EventKind::Statement { policy, .. } => Some(policy),
+            EventKind::Statement { policy, .. } | EventKind::Command { policy, .. } => Some(policy),
             _ => None,
         }
     }
 
     pub fn text(&self) -> Option<&str> {
         match self {
-            EventKind::Statement { text, .. } => Some(text),
+            EventKind::Statement { text, .. } | EventKind::Command { text, .. } => Some(text),
             _ => None,
         }
     }
@@ -278,9 +308,27 @@ impl AuditEvent {
             EventKind::LoginFailure {
                 client_addr,
                 reason,
+            }
+            | EventKind::AccessDenied {
+                client_addr,
+                reason,
             } => {
                 name(client_addr);
                 detail(reason);
+            }
+            EventKind::Command {
+                channel,
+                text,
+                policy,
+                error,
+                ..
+            } => {
+                name(channel);
+                clean(text, CharLimit::Bytes(TEXT_MAX_BYTES));
+                name(policy);
+                if let Some(e) = error {
+                    detail(e);
+                }
             }
         }
     }

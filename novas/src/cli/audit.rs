@@ -26,7 +26,7 @@ pub struct AuditArgs {
     /// Only events on this resource
     #[arg(long)]
     pub resource: Option<String>,
-    /// session_open, session_close, statement or login_failure
+    /// session_open, session_close, statement, login_failure, command or access_denied
     #[arg(long)]
     pub kind: Option<String>,
     /// allow or deny (statements)
@@ -173,7 +173,15 @@ fn summary(ev: &EventKind) -> String {
             bytes_up,
             bytes_down,
             duration_ms,
-        } => format!("{outcome} after {duration_ms} ms, {bytes_up} B up, {bytes_down} B down"),
+            exit_status,
+        } => {
+            let mut s =
+                format!("{outcome} after {duration_ms} ms, {bytes_up} B up, {bytes_down} B down");
+            if let Some(code) = exit_status {
+                s.push_str(&format!(", exit status {code}"));
+            }
+            s
+        }
         EventKind::Statement { text, error, .. } => match error {
             Some(e) => format!("{text}  [error: {e}]"),
             None => text.clone(),
@@ -181,7 +189,20 @@ fn summary(ev: &EventKind) -> String {
         EventKind::LoginFailure {
             client_addr,
             reason,
+        }
+        | EventKind::AccessDenied {
+            client_addr,
+            reason,
         } => format!("from {client_addr}: {reason}"),
+        EventKind::Command {
+            channel,
+            text,
+            error,
+            ..
+        } => match error {
+            Some(e) => format!("{channel}: {text}  [error: {e}]"),
+            None => format!("{channel}: {text}"),
+        },
     }
 }
 

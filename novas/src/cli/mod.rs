@@ -1,6 +1,8 @@
-//! Subcommands other than `serve`: `tunnels`, `audit`, `fingerprint`.
+//! Subcommands other than `serve`: `tunnels`, `audit`, `user`,
+//! `ssh-hostkey`, `recordings`, `fingerprint`.
 
 pub mod audit;
+pub mod ssh;
 pub mod tunnels;
 pub mod user;
 

@@ -97,6 +97,20 @@ pub enum UserCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Register an SSH public key (an OpenSSH .pub file, or - for stdin)
+    AddKey {
+        name: String,
+        file: String,
+    },
+    /// List a user's SSH public keys
+    Keys {
+        name: String,
+    },
+    /// Remove an SSH public key by its SHA256:… fingerprint
+    RemoveKey {
+        name: String,
+        fingerprint: String,
+    },
 }
 
 fn now_ms() -> i64 {
@@ -199,6 +213,48 @@ pub async fn run(store: &Store, cmd: UserCommand) -> anyhow::Result<()> {
                 bail!("no user {name:?}");
             }
             println!("user {name} removed");
+        }
+        UserCommand::AddKey { name, file } => {
+            existing(store, &name).await?;
+            let text = if file == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+                s
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?
+            };
+            let key = russh::keys::PublicKey::from_openssh(text.trim())
+                .with_context(|| format!("{file}: not an OpenSSH public key"))?;
+            let fingerprint = crate::ssh::hostkey::fingerprint(&key);
+            if store
+                .user_keys(&name)
+                .await?
+                .iter()
+                .any(|k| k.fingerprint == fingerprint)
+            {
+                bail!("user {name:?} already has key {fingerprint}");
+            }
+            store
+                .add_user_key(&crate::store::UserKeyRecord {
+                    user: name.clone(),
+                    fingerprint: fingerprint.clone(),
+                    public_key: key.to_openssh()?,
+                    added_at_ms: now_ms(),
+                })
+                .await?;
+            println!("key {fingerprint} added for {name}");
+        }
+        UserCommand::Keys { name } => {
+            existing(store, &name).await?;
+            for k in store.user_keys(&name).await? {
+                println!("{}  {}", k.fingerprint, k.public_key);
+            }
+        }
+        UserCommand::RemoveKey { name, fingerprint } => {
+            if !store.remove_user_key(&name, &fingerprint).await? {
+                bail!("user {name:?} has no key {fingerprint}");
+            }
+            println!("key {fingerprint} removed from {name}");
         }
         UserCommand::List { json } => {
             let users = store.list_users().await?;

@@ -294,6 +294,7 @@ impl PostgresFront {
                     bytes_up: 0,
                     bytes_down: 0,
                     duration_ms: 0,
+                    exit_status: None,
                 });
                 fatal(
                     &mut login.io,

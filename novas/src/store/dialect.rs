@@ -207,7 +207,54 @@ impl Dialect {
                 format!("CREATE INDEX IF NOT EXISTS {name} ON audit_events ({cols})")
             }));
         }
-        vec![v1]
+        // Version 2 (SAC): users' SSH public keys, pinned target host keys.
+        let user_keys = format!(
+            "CREATE TABLE IF NOT EXISTS user_keys (\
+             user_name {key} NOT NULL, \
+             fingerprint VARCHAR(128) NOT NULL, \
+             public_key {long} NOT NULL, \
+             added_at_ms BIGINT NOT NULL, \
+             PRIMARY KEY (user_name, fingerprint)){opts}"
+        );
+        let host_keys = format!(
+            "CREATE TABLE IF NOT EXISTS ssh_host_keys (\
+             resource {key} NOT NULL PRIMARY KEY, \
+             target {key} NOT NULL, \
+             fingerprint VARCHAR(128) NOT NULL, \
+             public_key {long} NOT NULL, \
+             first_seen_ms BIGINT NOT NULL){opts}"
+        );
+        vec![v1, vec![user_keys, host_keys]]
+    }
+
+    pub fn insert_user_key(self) -> String {
+        self.sql(
+            "INSERT INTO user_keys (user_name, fingerprint, public_key, added_at_ms) VALUES (?, ?, ?, ?)",
+        )
+    }
+
+    pub fn user_keys(self) -> String {
+        self.sql("SELECT user_name, fingerprint, public_key, added_at_ms FROM user_keys WHERE user_name = ? ORDER BY added_at_ms")
+    }
+
+    pub fn delete_user_key(self) -> String {
+        self.sql("DELETE FROM user_keys WHERE user_name = ? AND fingerprint = ?")
+    }
+
+    pub fn insert_host_key(self) -> String {
+        self.sql("INSERT INTO ssh_host_keys (resource, target, fingerprint, public_key, first_seen_ms) VALUES (?, ?, ?, ?, ?)")
+    }
+
+    pub fn get_host_key(self) -> String {
+        self.sql("SELECT resource, target, fingerprint, public_key, first_seen_ms FROM ssh_host_keys WHERE resource = ?")
+    }
+
+    pub fn list_host_keys(self) -> String {
+        "SELECT resource, target, fingerprint, public_key, first_seen_ms FROM ssh_host_keys ORDER BY resource".to_string()
+    }
+
+    pub fn delete_host_key(self) -> String {
+        self.sql("DELETE FROM ssh_host_keys WHERE resource = ?")
     }
 
     /// A cheap statement that fails unless the audit table is readable.

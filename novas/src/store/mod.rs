@@ -8,11 +8,13 @@
 //! - [`url`]: `NOVAS_STORE_URL` parsing and password redaction.
 //! - [`dialect`]: every SQL statement, per backend.
 //! - `schema`: versioned, idempotent migrations under a cross-process lock.
-//! - `users`, `events`: the two tables.
+//! - `users`, `events`: users and the audit trail.
+//! - `ssh`: users' SSH public keys and pinned target host keys (SAC).
 
 pub mod dialect;
 mod events;
 mod schema;
+mod ssh;
 pub mod url;
 mod users;
 
@@ -28,6 +30,7 @@ use sqlx::{
 };
 
 pub use dialect::{Dialect, SqlValue};
+pub use ssh::{HostKeyRecord, UserKeyRecord};
 pub use url::{redact, StoreUrl};
 pub use users::UserRecord;
 
@@ -339,6 +342,7 @@ pub(crate) mod test_util {
                 bytes_up: 100,
                 bytes_down: u64::MAX,
                 duration_ms: 5000,
+                exit_status: None,
             }),
         ];
         for (i, ev) in v.iter_mut().enumerate() {
