@@ -290,7 +290,6 @@ impl SshClient {
         run_ok(chmod, T);
         cmd.env("SSH_ASKPASS", &script)
             .env("SSH_ASKPASS_REQUIRE", "force")
-            .env("DISPLAY", ":0")
-            .stdin(std::process::Stdio::null());
+            .env("DISPLAY", ":0");
     }
 }

@@ -55,7 +55,7 @@ struct Stack {
     novas: Novas,
     _echo: Proc,
     sshd: Sshd,
-    ns: Netns,
+    _ns: Netns,
     target_user: UnixUser,
     dir: TestDir,
     ssh_port: u16,
@@ -145,7 +145,7 @@ resources:
             novas,
             _echo: echo,
             sshd,
-            ns,
+            _ns: ns,
             target_user,
             dir,
             ssh_port,
@@ -678,7 +678,6 @@ fn refusals_are_explained_and_audited() {
     let out = run_ok(alice.ssh(&["echo after-forget"]), T);
     assert_eq!(out.stdout.trim(), "after-forget");
     assert!(s.cli(&["ssh-hostkey", "list"]).stdout.contains(&new));
-    let _ = &s.ns;
 }
 
 /// Garbage instead of a banner, and a client that stalls after its banner:

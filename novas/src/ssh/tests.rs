@@ -105,17 +105,7 @@ async fn password_login_and_a_refusal_the_user_can_read() {
     assert!(ok.success());
     let mut ch = c.channel_open_session().await.expect("channel");
     ch.exec(true, "uptime").await.expect("exec");
-    let (mut stderr, mut status) = (String::new(), None);
-    while let Some(msg) = ch.wait().await {
-        match msg {
-            ChannelMsg::ExtendedData { data, ext: 1 } => {
-                stderr.push_str(&String::from_utf8_lossy(&data))
-            }
-            ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
-            ChannelMsg::Close => break,
-            _ => {}
-        }
-    }
+    let (stderr, status) = outcome(&mut ch).await;
     assert_eq!(status, Some(1));
     assert!(
         stderr.starts_with(
@@ -176,4 +166,62 @@ async fn garbage_and_stalls_end_the_connection_without_panic() {
             .expect("connection task ends")
             .expect("no panic");
     }
+}
+
+/// Reads what the target channel says until it closes: (stderr, status).
+async fn outcome(ch: &mut russh::Channel<client::Msg>) -> (String, Option<u32>) {
+    let (mut stderr, mut status) = (String::new(), None);
+    while let Some(msg) = ch.wait().await {
+        match msg {
+            ChannelMsg::ExtendedData { data, ext: 1 } => {
+                stderr.push_str(&String::from_utf8_lossy(&data))
+            }
+            ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+            ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    (stderr, status)
+}
+
+/// Fail-closed: with the audit store failing, a logged-in user's command
+/// is refused before it goes anywhere, with a message saying why.
+#[tokio::test]
+async fn audit_down_refuses_commands() {
+    let (store, dir) = sqlite_store().await;
+    let front = front(dir.path(), store.clone(), Duration::from_secs(60)).await;
+    let (pipe, _task) = serve_one(&front);
+    let cfg = Arc::new(client::Config::default());
+    let mut c = client::connect_stream(cfg, pipe, AnyKey)
+        .await
+        .expect("handshake");
+    assert!(c
+        .authenticate_password("alice%web", PW)
+        .await
+        .expect("auth")
+        .success());
+
+    // Break the store behind NOVAS's back; the auditor's idle ping notices.
+    let side = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("novas.db")),
+    )
+    .await
+    .expect("side connection");
+    sqlx::query("ALTER TABLE audit_events RENAME TO audit_events_hidden")
+        .execute(&side)
+        .await
+        .expect("hide table");
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while front.dac.auditor.is_available() {
+        assert!(std::time::Instant::now() < until, "auditor never noticed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut ch = c.channel_open_session().await.expect("channel");
+    ch.exec(true, "rm -rf /important").await.expect("exec");
+    let (stderr, status) = outcome(&mut ch).await;
+    assert_eq!(status, Some(1));
+    assert!(
+        stderr.contains("novas: auditing is unavailable, so the session is refused"),
+        "{stderr:?}"
+    );
 }
