@@ -22,6 +22,33 @@ pub trait FrontEnd: Send + Sync + 'static {
     fn handle(self: Arc<Self>, incoming: Incoming) -> impl Future<Output = ()> + Send;
 }
 
+/// The next user connection, with its socket options set; `None` once
+/// shutdown is requested. Shared by every listener of user connections.
+pub async fn accept(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+    what: &str,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((conn, client)) => {
+                    // Keepalive too: a vanished client must not hold a
+                    // database or SSH session forever.
+                    tunnel_proto::transport::tls_mux::tune_socket(&conn);
+                    return Some((conn, client));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, listener = what, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.cancelled() => return None,
+        }
+    }
+}
+
 pub async fn serve<F: FrontEnd>(
     listener: TcpListener,
     resource: Arc<Resource>,
@@ -29,21 +56,7 @@ pub async fn serve<F: FrontEnd>(
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let (conn, client) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, resource = %resource.name, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        // Keepalive too: a vanished client must not hold a DB session forever.
-        tunnel_proto::transport::tls_mux::tune_socket(&conn);
+    while let Some((conn, client)) = accept(&listener, &shutdown, &resource.name).await {
         let session_id = uuid::Uuid::new_v4().to_string();
         let span = tracing::info_span!(
             "session",

@@ -5,7 +5,10 @@
 
 use std::{
     pin::Pin,
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -19,7 +22,7 @@ use tunnel_proto::{
 
 use crate::{
     metrics::METRICS,
-    registry::{Agent, AgentStats, Registry},
+    registry::{Agent, Registry},
     resources::Resource,
 };
 
@@ -105,41 +108,68 @@ pub fn log_route_error(e: &RouteError) {
     }
 }
 
-/// A session's tunnel stream: counts it as active on its agent while it
-/// lives, and counts bytes into the agent's live stats, the process-wide
-/// metrics (which outlive the agent) and for this session alone.
-pub struct Metered<'a> {
-    inner: TunnelStream,
-    stats: &'a AgentStats,
+/// Bytes of one session, shared with whoever reports them when the stream
+/// itself has moved on (the SSH front end hands its stream to russh).
+#[derive(Debug, Default)]
+pub struct SessionBytes {
     /// Bytes sent towards the target.
-    pub sent: u64,
+    pub sent: AtomicU64,
     /// Bytes received from the target.
-    pub received: u64,
+    pub received: AtomicU64,
 }
 
-impl<'a> Metered<'a> {
-    pub fn new(inner: TunnelStream, stats: &'a AgentStats) -> Self {
+/// A session's tunnel stream: counts it as active on its agent while it
+/// lives, and counts bytes into the agent's live stats, the process-wide
+/// metrics (which outlive the agent) and for this session alone. Every
+/// front end's stream goes through this one type, so no kind is missing
+/// from the metrics.
+pub struct Metered {
+    inner: TunnelStream,
+    agent: Arc<Agent>,
+    bytes: Arc<SessionBytes>,
+}
+
+impl Metered {
+    pub fn new(inner: TunnelStream, agent: Arc<Agent>) -> Self {
+        Self::with_bytes(inner, agent, Arc::default())
+    }
+
+    /// Counts this session's bytes into `bytes`, which the caller keeps.
+    pub fn with_bytes(inner: TunnelStream, agent: Arc<Agent>, bytes: Arc<SessionBytes>) -> Self {
+        let stats = &agent.stats;
         stats.active_streams.fetch_add(1, Ordering::Relaxed);
         stats.streams_total.fetch_add(1, Ordering::Relaxed);
         METRICS.streams_active.fetch_add(1, Ordering::Relaxed);
         METRICS.streams_total.fetch_add(1, Ordering::Relaxed);
         Self {
             inner,
-            stats,
-            sent: 0,
-            received: 0,
+            agent,
+            bytes,
         }
+    }
+
+    /// Bytes sent towards the target so far.
+    pub fn sent(&self) -> u64 {
+        self.bytes.sent.load(Ordering::Relaxed)
+    }
+
+    /// Bytes received from the target so far.
+    pub fn received(&self) -> u64 {
+        self.bytes.received.load(Ordering::Relaxed)
     }
 }
 
-impl Drop for Metered<'_> {
+impl Drop for Metered {
     fn drop(&mut self) {
-        self.stats.active_streams.fetch_sub(1, Ordering::Relaxed);
+        self.agent
+            .stats
+            .active_streams
+            .fetch_sub(1, Ordering::Relaxed);
         METRICS.streams_active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-impl AsyncRead for Metered<'_> {
+impl AsyncRead for Metered {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -147,19 +177,17 @@ impl AsyncRead for Metered<'_> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
+        let n = (buf.filled().len() - before) as u64;
         if n > 0 {
-            self.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-            METRICS
-                .bytes_from_agents
-                .fetch_add(n as u64, Ordering::Relaxed);
-            self.received += n as u64;
+            self.agent.stats.bytes_out.fetch_add(n, Ordering::Relaxed);
+            METRICS.bytes_from_agents.fetch_add(n, Ordering::Relaxed);
+            self.bytes.received.fetch_add(n, Ordering::Relaxed);
         }
         r
     }
 }
 
-impl AsyncWrite for Metered<'_> {
+impl AsyncWrite for Metered {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -167,11 +195,10 @@ impl AsyncWrite for Metered<'_> {
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
-            self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-            METRICS
-                .bytes_to_agents
-                .fetch_add(n as u64, Ordering::Relaxed);
-            self.sent += n as u64;
+            let n = n as u64;
+            self.agent.stats.bytes_in.fetch_add(n, Ordering::Relaxed);
+            METRICS.bytes_to_agents.fetch_add(n, Ordering::Relaxed);
+            self.bytes.sent.fetch_add(n, Ordering::Relaxed);
         }
         r
     }

@@ -29,7 +29,7 @@ impl FrontEnd for Tcp {
         };
         tracing::Span::current().record("agent.name", agent.name.as_str());
         tracing::info!(%client, target = %res.target, "session open");
-        let mut tunnel = Metered::new(stream, &agent.stats);
+        let mut tunnel = Metered::new(stream, agent.clone());
         let result = tokio::io::copy_bidirectional_with_sizes(
             &mut conn,
             &mut tunnel,

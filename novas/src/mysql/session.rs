@@ -344,7 +344,7 @@ impl MysqlFront {
         };
         tracing::Span::current().record("agent.name", agent.name.as_str());
         let started = Instant::now();
-        let mut upstream_io = Metered::new(stream, &agent.stats);
+        let mut upstream_io = Metered::new(stream, agent.clone());
         audit.emit(EventKind::SessionOpen {
             agent: Some(agent.name.clone()),
             client_addr: client.to_string(),
@@ -447,7 +447,7 @@ impl MysqlFront {
         let end = proxy
             .run(&mut c.io, &mut upstream_io, c.buf, from_server)
             .await;
-        let (up_bytes, down_bytes) = (upstream_io.sent, upstream_io.received);
+        let (up_bytes, down_bytes) = (upstream_io.sent(), upstream_io.received());
         tracing::info!(outcome = %end.outcome(), "session closed");
         audit.emit(close_event(end.outcome(), started, up_bytes, down_bytes));
     }

@@ -307,7 +307,7 @@ impl PostgresFront {
         };
         tracing::Span::current().record("agent.name", agent.name.as_str());
         let started = Instant::now();
-        let mut upstream_io = Metered::new(stream, &agent.stats);
+        let mut upstream_io = Metered::new(stream, agent.clone());
         let database = database_for(&login.startup, &login.identity, res, &account.username);
         audit.emit(EventKind::SessionOpen {
             agent: Some(agent.name.clone()),
@@ -402,7 +402,7 @@ impl PostgresFront {
             )
             .await;
         drop(registration);
-        let (up_bytes, down_bytes) = (upstream_io.sent, upstream_io.received);
+        let (up_bytes, down_bytes) = (upstream_io.sent(), upstream_io.received());
         tracing::info!(outcome = %end.outcome(), "session closed");
         audit.emit(close_event(end.outcome(), started, up_bytes, down_bytes));
     }

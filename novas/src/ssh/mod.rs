@@ -95,19 +95,7 @@ pub async fn serve(
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let (conn, client) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "ssh accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        tunnel_proto::transport::tls_mux::tune_socket(&conn);
+    while let Some((conn, client)) = crate::frontend::accept(&listener, &shutdown, "ssh").await {
         let session_id = uuid::Uuid::new_v4().to_string();
         let span = tracing::info_span!(
             "session",

@@ -4,12 +4,7 @@
 //! key or password, which never leave NOVAS.
 
 use std::{
-    pin::Pin,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
-    },
-    task::{Context, Poll},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -17,8 +12,6 @@ use russh::{
     client,
     keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate},
 };
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tunnel_proto::transport::TunnelStream;
 
 use super::{hostkey, SshError};
 use crate::{
@@ -32,11 +25,7 @@ use crate::{
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Bytes of one SSH session towards and from the target.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub sent: AtomicU64,
-    pub received: AtomicU64,
-}
+pub type Counters = route::SessionBytes;
 
 /// A logged-in connection to the target.
 pub struct Upstream {
@@ -96,7 +85,7 @@ pub async fn connect(
         SshError::Route(e)
     })?;
     let counters = Arc::new(Counters::default());
-    let stream = Counted::new(stream, agent.clone(), counters.clone());
+    let stream = route::Metered::with_bytes(stream, agent.clone(), counters.clone());
     let refusal = Arc::new(Mutex::new(None));
     let handler = TargetKey {
         store: store.clone(),
@@ -155,76 +144,4 @@ pub async fn connect(
         agent,
         counters,
     })
-}
-
-/// A session's tunnel stream, counted into the agent's live stats and the
-/// session's own counters; counts as an active stream while it lives.
-struct Counted {
-    inner: TunnelStream,
-    agent: Arc<Agent>,
-    counters: Arc<Counters>,
-}
-
-impl Counted {
-    fn new(inner: TunnelStream, agent: Arc<Agent>, counters: Arc<Counters>) -> Self {
-        agent.stats.active_streams.fetch_add(1, Ordering::Relaxed);
-        agent.stats.streams_total.fetch_add(1, Ordering::Relaxed);
-        Self {
-            inner,
-            agent,
-            counters,
-        }
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.agent
-            .stats
-            .active_streams
-            .fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl AsyncRead for Counted {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
-        if n > 0 {
-            self.agent.stats.bytes_out.fetch_add(n, Ordering::Relaxed);
-            self.counters.received.fetch_add(n, Ordering::Relaxed);
-        }
-        r
-    }
-}
-
-impl AsyncWrite for Counted {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            self.agent
-                .stats
-                .bytes_in
-                .fetch_add(n as u64, Ordering::Relaxed);
-            self.counters.sent.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
