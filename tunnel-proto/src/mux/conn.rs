@@ -218,11 +218,15 @@ impl Conn {
             match Pin::new(&mut w.io).poll_write_vectored(cx, &bufs) {
                 Poll::Ready(Ok(0)) => {
                     w.failed = true;
+                    // Let the driver end the connection now.
+                    self.writer_wake.notify_one();
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
                 Poll::Ready(Ok(n)) => done += n,
                 Poll::Ready(Err(e)) => {
                     w.failed = true;
+                    // Let the driver end the connection now.
+                    self.writer_wake.notify_one();
                     return Poll::Ready(Err(e));
                 }
                 Poll::Pending => break,
@@ -240,6 +244,8 @@ impl Conn {
                 Poll::Ready(Ok(())) => return Poll::Ready(Ok(())),
                 Poll::Ready(Err(e)) => {
                     w.failed = true;
+                    // Let the driver end the connection now.
+                    self.writer_wake.notify_one();
                     return Poll::Ready(Err(e));
                 }
                 Poll::Pending => {}
