@@ -18,7 +18,10 @@ use std::{
 
 use crate::{
     ports,
-    procs::{clean_command, command_in, run, run_ok, run_with_stdin, tail, Output, Proc},
+    procs::{
+        clean_command, command_in, run, run_ok, run_with_stdin, tail, Account, Output, Proc,
+        Resource, Selector,
+    },
     require_program, wait_for,
 };
 
@@ -149,6 +152,25 @@ impl Mariadb {
             panic!("bootstrap statements failed: {e}\n{}", db.log_tail(30));
         }
         db
+    }
+
+    /// A `mysql` resource named `my` on this server, logging in upstream as
+    /// the app account (password in `MY_APP_PASSWORD`) to the app database.
+    pub fn app_resource(&self, agent: Selector) -> Resource {
+        let mut res = Resource::database(
+            "mysql",
+            "my",
+            &self.addr(),
+            agent,
+            Account {
+                name: "app".into(),
+                username: APP_USER.into(),
+                password_env: "MY_APP_PASSWORD".into(),
+                password: self.app_password.clone(),
+            },
+        );
+        res.database = Some(APP_DB.into());
+        res
     }
 
     /// `host:port` as seen from inside the server's network.

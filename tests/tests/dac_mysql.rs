@@ -14,13 +14,10 @@ use std::{
 
 use bytes::BytesMut;
 use nova_e2e::{
-    mariadb::{Mariadb, MysqlClient, APP_DB, APP_USER},
+    mariadb::{Mariadb, MysqlClient, APP_DB},
     netns::Netns,
     new_token,
-    procs::{
-        clean_command, run, run_with_stdin, Account, NovacConfig, Novas, NovasConfig, Proc,
-        Resource, Selector,
-    },
+    procs::{clean_command, run, run_with_stdin, NovacConfig, Novas, NovasConfig, Proc, Selector},
     require_program, require_root, unique_suffix, TestDir,
 };
 use novas::mysql::{
@@ -68,19 +65,7 @@ impl Stack {
         let ns = Netns::create();
         let db = Mariadb::start(dir.path(), Some(&ns.name));
         let vpc = format!("vpc-{}", unique_suffix());
-        let mut res = Resource::database(
-            "mysql",
-            "my",
-            &db.addr(),
-            Selector::Tags(vec![("VPC".into(), vpc.clone())]),
-            Account {
-                name: "app".into(),
-                username: APP_USER.into(),
-                password_env: "MY_APP_PASSWORD".into(),
-                password: db.app_password.clone(),
-            },
-        );
-        res.database = Some(APP_DB.into());
+        let res = db.app_resource(Selector::Tags(vec![("VPC".into(), vpc.clone())]));
         let port = res.listen;
         let mut cfg = NovasConfig::new(&dir, "novas", &new_token("agent"))
             .resource(res)

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use nova_e2e::{
     http,
-    mariadb::{Mariadb, MysqlClient, ADMIN_USER, APP_DB, APP_USER},
+    mariadb::{Mariadb, MysqlClient, ADMIN_USER, APP_DB},
     new_token,
-    procs::{run_with_stdin, Account, NovacConfig, Novas, NovasConfig, Resource, Selector, Trust},
+    procs::{run_with_stdin, NovacConfig, Novas, NovasConfig, Selector, Trust},
     prom, random_hex, require_program, require_root, unique_suffix, wait_for, TestDir,
 };
 use serde_json::Value;
@@ -87,19 +87,7 @@ fn two_nodes_share_users_and_audit_and_each_holds_a_tunnel() {
     let token = new_token("agent");
     let tag = format!("shared-{}", unique_suffix());
     let node = |label: &str| {
-        let mut res = Resource::database(
-            "mysql",
-            "my",
-            &db.addr(),
-            Selector::Tags(vec![("Store".into(), tag.clone())]),
-            Account {
-                name: "app".into(),
-                username: APP_USER.into(),
-                password_env: "MY_APP_PASSWORD".into(),
-                password: db.app_password.clone(),
-            },
-        );
-        res.database = Some(APP_DB.into());
+        let res = db.app_resource(Selector::Tags(vec![("Store".into(), tag.clone())]));
         NovasConfig::new(&dir, label, &token)
             .resource(res)
             .policies(POLICIES)
