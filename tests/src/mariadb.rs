@@ -52,7 +52,12 @@ impl Mariadb {
 
         let dir = base.join("mariadb");
         let data = dir.join("data");
-        std::fs::create_dir_all(&dir).expect("create mariadb dir");
+        // Its own tmpdir: a mariadbd starting up deletes every `#sql*` file
+        // in its tmpdir, so with the shared /tmp one test's server start
+        // removed another test's install-time temporary tables (CI saw
+        // "Unknown table 'mysql.tmp_user_sys'").
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp).expect("create mariadb dir");
         // mktemp dirs are 0700 root: the mysql user must reach its dir.
         let mut chmod = Command::new("chmod");
         chmod.arg("755").arg(base);
@@ -67,9 +72,10 @@ impl Mariadb {
             .arg("--user=mysql")
             .arg(format!("--datadir={}", data.display()))
             .arg("--skip-test-db")
+            .arg(format!("--tmpdir={}", tmp.display()))
             .current_dir(&dir);
-        // mariadb-install-db was seen failing when several ran at once on
-        // 2 CPUs: one at a time (it takes about a second).
+        // One at a time as well (it takes about a second): on 2 CPUs
+        // parallel installs were seen failing before the tmpdir fix above.
         let serial = crate::locks::claim("mariadb-install-db");
         let out = run(install, Duration::from_secs(180));
         drop(serial);
@@ -88,6 +94,7 @@ impl Mariadb {
         cmd.arg("--no-defaults")
             .arg("--user=mysql")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--port={port}"))
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--socket={}", socket.display()))
