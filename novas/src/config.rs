@@ -70,6 +70,9 @@ pub struct ServeFlags {
     /// NOVAS_SSH_LOGIN_TIMEOUT: bound on an SSH client's handshake and login (default 60s)
     #[arg(long)]
     pub ssh_login_timeout: Option<String>,
+    /// NOVAS_POLICY_REFRESH: how often the store is checked for a new policy version (default 5s)
+    #[arg(long)]
+    pub policy_refresh: Option<String>,
 }
 
 /// Serialize only to list the field names ([`env_names`]).
@@ -95,6 +98,7 @@ struct EnvVars {
     metrics_public: Option<String>,
     ssh_port: Option<String>,
     ssh_login_timeout: Option<String>,
+    policy_refresh: Option<String>,
 }
 
 /// Variables read outside [`EnvVars`]: by the CLI subcommands
@@ -155,6 +159,8 @@ pub struct Config {
     /// Listened on only when an ssh resource exists.
     pub ssh_port: u16,
     pub ssh_login_timeout: Duration,
+    /// Poll interval for policy versions in the store.
+    pub policy_refresh: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -355,6 +361,11 @@ impl Config {
                 "NOVAS_SSH_LOGIN_TIMEOUT",
                 pick(f.ssh_login_timeout, e.ssh_login_timeout),
                 Duration::from_secs(60),
+            )?,
+            policy_refresh: duration(
+                "NOVAS_POLICY_REFRESH",
+                pick(f.policy_refresh, e.policy_refresh),
+                Duration::from_secs(5),
             )?,
         })
     }

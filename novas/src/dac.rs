@@ -5,8 +5,8 @@
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use crate::{
-    access::Policies,
     audit::{AuditEvent, Auditor, EventKind},
+    live_policies::LivePolicies,
     registry::Registry,
     resources::Resource,
     users::Users,
@@ -15,7 +15,7 @@ use crate::{
 pub struct Dac {
     pub registry: Arc<Registry>,
     pub users: Users,
-    pub policies: Arc<Policies>,
+    pub policies: Arc<LivePolicies>,
     pub auditor: Auditor,
 }
 

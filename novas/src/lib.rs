@@ -6,6 +6,7 @@
 //! - [`registry`]: connected agents, selection across HA replicas.
 //! - [`resources`]: the YAML resources file.
 //! - [`frontend`]: the accept loop shared by the front ends.
+//! - [`live_policies`]: the policies in force, shared through the store and followed live.
 //! - [`route`]: picking an agent and opening a session stream through it.
 //! - [`tcp`]: the TCP front end (a port per resource, spliced via an agent).
 //! - [`postgres`]: PostgreSQL wire protocol v3 without I/O (startup, SCRAM, relay scanners, pipeline).
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod dac;
 pub mod frontend;
+pub mod live_policies;
 pub mod metrics;
 pub mod mysql;
 pub mod postgres;
@@ -89,21 +91,6 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         Some(path) => resources::load(path).context("NOVAS_RESOURCES")?,
         None => Vec::new(),
     };
-    let policies = match &cfg.policies {
-        Some(path) => access::Policies::load(path).context("NOVAS_POLICIES")?,
-        None => access::Policies::default(),
-    };
-    resources::check_policies(&resources, &policies)
-        .map_err(|m| anyhow::anyhow!("NOVAS_POLICIES: {m}"))?;
-    if policies.iter().next().is_none()
-        && resources
-            .iter()
-            .any(|r| r.kind != tunnel_proto::StreamKind::Tcp)
-    {
-        tracing::warn!(
-            "database or ssh resources declared but no NOVAS_POLICIES: nobody can use them"
-        );
-    }
     let admin_token = match &cfg.admin_token {
         Some(t) => t.clone(),
         None => secrets::load_or_create(&cfg.data_dir, secrets::ADMIN_TOKEN_FILE)
@@ -121,6 +108,32 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         },
     )
     .await;
+    let policies = live_policies::load_at_start(
+        cfg.policies.as_deref(),
+        &store,
+        &resources,
+        &cfg.node_name,
+        &auditor,
+    )
+    .await?;
+    if policies.current().iter().next().is_none()
+        && resources
+            .iter()
+            .any(|r| r.kind != tunnel_proto::StreamKind::Tcp)
+    {
+        tracing::warn!(
+            "database or ssh resources declared but no policies (NOVAS_POLICIES or `novas policy import`): nobody can use them"
+        );
+    }
+    let policies = Arc::new(policies);
+    let tasks = TaskTracker::new();
+    tasks.spawn(live_policies::follow(
+        policies.clone(),
+        store.clone(),
+        resources.clone(),
+        cfg.policy_refresh,
+        shutdown.clone(),
+    ));
     let db_tls = tokio_rustls::TlsAcceptor::from(tls::server_config_alpn(
         identity.clone(),
         &[b"postgresql"],
@@ -129,7 +142,6 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         tokio_rustls::TlsAcceptor::from(tls::server_config_alpn(identity.clone(), &[])?);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(identity)?);
     let registry = Arc::new(registry::Registry::new(cfg.node_name.clone()));
-    let tasks = TaskTracker::new();
 
     let agent_listener = bind(cfg.bind, cfg.agent_port, "NOVAS_AGENT_PORT").await?;
     let http_listener = bind(cfg.bind, cfg.http_port, "NOVAS_HTTP_PORT").await?;
@@ -164,7 +176,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let dac = Arc::new(dac::Dac {
         registry: registry.clone(),
         users: users::Users::new(store.clone()),
-        policies: Arc::new(policies),
+        policies,
         auditor: auditor.clone(),
     });
     let tcp_front = Arc::new(tcp::Tcp {

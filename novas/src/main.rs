@@ -38,6 +38,8 @@ enum Command {
     },
     /// Manage NOVAS users (reads and writes the store directly)
     User(Box<cli::user::UserArgs>),
+    /// The policy document every NOVAS on the store enforces (import, show, history)
+    Policy(Box<cli::policy::PolicyArgs>),
     /// Search the audit trail (reads the store directly)
     Audit(Box<cli::audit::AuditArgs>),
     /// Target host keys pinned on first use by the SSH front end
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
         }) => tunnels(url, token, data_dir, json),
         Some(Command::Audit(args)) => cli::audit::run(*args),
         Some(Command::User(args)) => cli::user::main(*args),
+        Some(Command::Policy(args)) => cli::policy::main(*args),
         Some(Command::SshHostkey(args)) => cli::ssh::hostkey_main(*args),
         Some(Command::Recordings(args)) => cli::ssh::recordings_main(*args),
         Some(Command::Fingerprint { data_dir, cert }) => {

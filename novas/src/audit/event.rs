@@ -88,6 +88,15 @@ pub enum EventKind {
         client_addr: String,
         reason: String,
     },
+    /// A change to what NOVAS enforces, e.g. a new policy version; `user`
+    /// of the event is who made it, where known.
+    AdminChange {
+        /// e.g. `policy_import`.
+        action: String,
+        /// What changed, e.g. `policies v3`.
+        object: String,
+        detail: String,
+    },
 }
 
 /// A policy decision on a statement.
@@ -109,6 +118,7 @@ pub enum EventType {
     LoginFailure,
     Command,
     AccessDenied,
+    AdminChange,
 }
 
 impl Decision {
@@ -139,13 +149,14 @@ impl fmt::Display for Decision {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 7] = [
         EventType::SessionOpen,
         EventType::SessionClose,
         EventType::Statement,
         EventType::LoginFailure,
         EventType::Command,
         EventType::AccessDenied,
+        EventType::AdminChange,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -156,6 +167,7 @@ impl EventType {
             EventType::LoginFailure => "login_failure",
             EventType::Command => "command",
             EventType::AccessDenied => "access_denied",
+            EventType::AdminChange => "admin_change",
         }
     }
 }
@@ -190,6 +202,7 @@ impl EventKind {
             EventKind::LoginFailure { .. } => EventType::LoginFailure,
             EventKind::Command { .. } => EventType::Command,
             EventKind::AccessDenied { .. } => EventType::AccessDenied,
+            EventKind::AdminChange { .. } => EventType::AdminChange,
         }
     }
 
@@ -212,6 +225,7 @@ impl EventKind {
     pub fn text(&self) -> Option<&str> {
         match self {
             EventKind::Statement { text, .. } | EventKind::Command { text, .. } => Some(text),
+            EventKind::AdminChange { object, .. } => Some(object),
             _ => None,
         }
     }
@@ -329,6 +343,15 @@ impl AuditEvent {
                 if let Some(e) = error {
                     detail(e);
                 }
+            }
+            EventKind::AdminChange {
+                action,
+                object,
+                detail: d,
+            } => {
+                name(action);
+                name(object);
+                detail(d);
             }
         }
     }

@@ -1,7 +1,5 @@
 //! `novas audit`: search the audit trail straight from the store.
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Context};
 use clap::Args;
 
@@ -11,8 +9,7 @@ use crate::{
         query::{format_time, parse_time},
         AuditEvent, AuditQuery, Decision, EventKind, EventType,
     },
-    config::{default_store_url, env_var},
-    store::{Store, StoreUrl},
+    store::StoreUrl,
 };
 
 /// Statement text is cut to this many characters in the table.
@@ -99,17 +96,7 @@ impl AuditArgs {
     }
 
     fn store_url(&self) -> String {
-        self.store_url
-            .clone()
-            .or_else(|| env_var("NOVAS_STORE_URL"))
-            .unwrap_or_else(|| {
-                let dir = self
-                    .data_dir
-                    .clone()
-                    .or_else(|| env_var("NOVAS_DATA_DIR"))
-                    .unwrap_or_else(|| "novas-data".into());
-                default_store_url(&PathBuf::from(dir))
-            })
+        super::store_url(self.store_url.clone(), self.data_dir.clone())
     }
 }
 
@@ -126,15 +113,10 @@ pub fn run(args: AuditArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let events = rt.block_on(async {
-        let store = Store::open(&url).await?;
-        let events = store.query_events(&q).await;
-        store.close().await;
-        events
-    })?;
+    let events = super::with_store(
+        &url,
+        |store| async move { Ok(store.query_events(&q).await?) },
+    )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&events)?);
     } else {
@@ -203,6 +185,11 @@ fn summary(ev: &EventKind) -> String {
             Some(e) => format!("{channel}: {text}  [error: {e}]"),
             None => format!("{channel}: {text}"),
         },
+        EventKind::AdminChange {
+            action,
+            object,
+            detail,
+        } => format!("{action} {object}: {detail}"),
     }
 }
 
@@ -261,7 +248,7 @@ pub fn table(events: &[AuditEvent]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::test_util::sample_events;
+    use crate::{config::env_var, store::test_util::sample_events};
 
     #[test]
     fn table_shows_events() {

@@ -8,9 +8,8 @@ use clap::{Args, Subcommand};
 
 use crate::{
     audit::query::format_time,
-    config::{default_store_url, env_var},
+    config::env_var,
     ssh::recording::{self, SUFFIX},
-    store::Store,
 };
 
 fn data_dir(arg: Option<String>) -> PathBuf {
@@ -41,46 +40,34 @@ pub enum HostKeyCommand {
 }
 
 pub fn hostkey_main(args: HostKeyArgs) -> anyhow::Result<()> {
-    let url = args
-        .store_url
-        .or_else(|| env_var("NOVAS_STORE_URL"))
-        .unwrap_or_else(|| default_store_url(&data_dir(args.data_dir)));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let store = Store::open(&url).await?;
-        let r = async {
-            match args.command {
-                HostKeyCommand::List => {
+    let url = super::store_url(args.store_url, args.data_dir);
+    super::with_store(&url, |store| async move {
+        match args.command {
+            HostKeyCommand::List => {
+                println!(
+                    "{:<24} {:<24} {:<52} FIRST SEEN",
+                    "RESOURCE", "TARGET", "FINGERPRINT"
+                );
+                for k in store.host_keys().await? {
                     println!(
-                        "{:<24} {:<24} {:<52} FIRST SEEN",
-                        "RESOURCE", "TARGET", "FINGERPRINT"
-                    );
-                    for k in store.host_keys().await? {
-                        println!(
-                            "{:<24} {:<24} {:<52} {}",
-                            k.resource,
-                            k.target,
-                            k.fingerprint,
-                            format_time(k.first_seen_ms)
-                        );
-                    }
-                }
-                HostKeyCommand::Forget { resource } => {
-                    if !store.forget_host_key(&resource).await? {
-                        bail!("no host key pinned for {resource:?}");
-                    }
-                    println!(
-                        "host key of {resource} forgotten; the next session pins the key it finds"
+                        "{:<24} {:<24} {:<52} {}",
+                        k.resource,
+                        k.target,
+                        k.fingerprint,
+                        format_time(k.first_seen_ms)
                     );
                 }
             }
-            Ok(())
+            HostKeyCommand::Forget { resource } => {
+                if !store.forget_host_key(&resource).await? {
+                    bail!("no host key pinned for {resource:?}");
+                }
+                println!(
+                    "host key of {resource} forgotten; the next session pins the key it finds"
+                );
+            }
         }
-        .await;
-        store.close().await;
-        r
+        Ok(())
     })
 }
 

@@ -3,14 +3,11 @@
 
 use std::io::{BufRead, IsTerminal};
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
 use crate::{
     access::password,
-    config::{default_store_url, env_var},
     store::{Store, StoreUrl, UserRecord},
 };
 
@@ -30,33 +27,14 @@ pub struct UserArgs {
 /// Opens the store (creating the SQLite file and its directory for a
 /// first `user add` before the server ever ran) and runs the command.
 pub fn main(args: UserArgs) -> anyhow::Result<()> {
-    let url = args
-        .store_url
-        .clone()
-        .or_else(|| env_var("NOVAS_STORE_URL"))
-        .unwrap_or_else(|| {
-            let dir = args
-                .data_dir
-                .clone()
-                .or_else(|| env_var("NOVAS_DATA_DIR"))
-                .unwrap_or_else(|| "novas-data".into());
-            default_store_url(&PathBuf::from(dir))
-        });
+    let url = super::store_url(args.store_url, args.data_dir);
     if let StoreUrl::Sqlite { path } = StoreUrl::parse(&url).context("--store-url")? {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let store = Store::open(&url).await?;
-        let r = run(&store, args.command).await;
-        store.close().await;
-        r
-    })
+    super::with_store(&url, |store| async move { run(&store, args.command).await })
 }
 
 #[derive(Debug, Subcommand)]

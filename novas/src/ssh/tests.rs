@@ -58,7 +58,7 @@ resources:
         dac: Arc::new(crate::dac::Dac {
             registry: Arc::new(Registry::new("n".into())),
             users: Users::new(store.clone()),
-            policies: Arc::new(policies),
+            policies: Arc::new(crate::live_policies::LivePolicies::new(policies, 0)),
             auditor,
         }),
         store,

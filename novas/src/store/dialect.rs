@@ -224,7 +224,34 @@ impl Dialect {
              public_key {long} NOT NULL, \
              first_seen_ms BIGINT NOT NULL){opts}"
         );
-        vec![v1, vec![user_keys, host_keys]]
+        // Version 3: the policy document, shared by every node; each
+        // change is a new row, so the history is kept.
+        let policy_docs = format!(
+            "CREATE TABLE IF NOT EXISTS policy_docs (\
+             version BIGINT NOT NULL PRIMARY KEY, \
+             sha256 VARCHAR(64) NOT NULL, \
+             document {long} NOT NULL, \
+             source {key} NOT NULL, \
+             created_by {key} NOT NULL, \
+             created_at_ms BIGINT NOT NULL){opts}"
+        );
+        vec![v1, vec![user_keys, host_keys], vec![policy_docs]]
+    }
+
+    pub fn latest_policy_version(self) -> String {
+        "SELECT MAX(version) FROM policy_docs".to_string()
+    }
+
+    pub fn policy_doc(self) -> String {
+        self.sql("SELECT version, sha256, document, source, created_by, created_at_ms FROM policy_docs WHERE version = ?")
+    }
+
+    pub fn policy_history(self) -> String {
+        self.sql("SELECT version, sha256, '', source, created_by, created_at_ms FROM policy_docs ORDER BY version DESC LIMIT ?")
+    }
+
+    pub fn insert_policy_doc(self) -> String {
+        self.sql("INSERT INTO policy_docs (version, sha256, document, source, created_by, created_at_ms) VALUES (?, ?, ?, ?, ?, ?)")
     }
 
     pub fn insert_user_key(self) -> String {

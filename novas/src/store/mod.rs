@@ -1,4 +1,4 @@
-//! The persistent store: users and the audit trail, in embedded SQLite by
+//! The persistent store: users, policies and the audit trail, in embedded SQLite by
 //! default or in a shared MySQL/MariaDB or PostgreSQL for several NOVAS.
 //!
 //! One typed sqlx pool per backend; the SQL text for each comes from
@@ -10,9 +10,11 @@
 //! - `schema`: versioned, idempotent migrations under a cross-process lock.
 //! - `users`, `events`: users and the audit trail.
 //! - `ssh`: users' SSH public keys and pinned target host keys (SAC).
+//! - `policies`: the policy document every node enforces, versioned.
 
 pub mod dialect;
 mod events;
+mod policies;
 mod schema;
 mod ssh;
 pub mod url;
@@ -30,6 +32,7 @@ use sqlx::{
 };
 
 pub use dialect::{Dialect, SqlValue};
+pub use policies::{digest as policy_digest, PolicyDoc};
 pub use ssh::{HostKeyRecord, UserKeyRecord};
 pub use url::{redact, StoreUrl};
 pub use users::UserRecord;
