@@ -4,7 +4,9 @@
 //! node name; a user added through one node's CLI logs in through the
 //! other; a statement audited by one node is in the other's
 //! `GET /api/audit`, and the audit metrics of the node that wrote it move.
-//! Without the store, neither node is ready.
+//! Policies are shared too: node b has no policy file and enforces what
+//! node a stored, and a `novas policy import` reaches both nodes without a
+//! restart. Without the store, neither node is ready.
 
 use std::time::Duration;
 
@@ -26,6 +28,15 @@ policies:
   - name: dba
     roles: [dba]
     resources: [my]
+"#;
+
+/// Imported later through the CLI: the same role, read-only.
+const READ_ONLY: &str = r#"
+policies:
+  - name: dba-read-only
+    roles: [dba]
+    resources: [my]
+    read_only: true
 "#;
 
 /// `GET /api/audit?…` on a node; the events.
@@ -90,11 +101,12 @@ fn two_nodes_share_users_and_audit_and_each_holds_a_tunnel() {
         let res = db.app_resource(Selector::Tags(vec![("Store".into(), tag.clone())]));
         NovasConfig::new(&dir, label, &token)
             .resource(res)
-            .policies(POLICIES)
             .env("NOVAS_STORE_URL", &store_url)
+            .env("NOVAS_POLICY_REFRESH", "300ms")
     };
-    // One after the other: the first creates the schema.
-    let a = Novas::start(&dir, "a", node("a"));
+    // One after the other: the first creates the schema and stores its
+    // policy file; b has none and takes the store's.
+    let a = Novas::start(&dir, "a", node("a").policies(POLICIES));
     let b = Novas::start(&dir, "b", node("b"));
     assert_ne!(
         a.fingerprint, b.fingerprint,
@@ -157,6 +169,56 @@ fn two_nodes_share_users_and_audit_and_each_holds_a_tunnel() {
             Some(200)
         );
     }
+
+    // A new policy version imported through node a's CLI reaches both
+    // nodes without a restart: a write is now refused, naming the policy.
+    let file = dir.path().join("read-only.yaml");
+    std::fs::write(&file, READ_ONLY).expect("write policy file");
+    let mut import = a.cfg.cli();
+    import.arg("policy").arg("import").arg(&file);
+    let out = run_with_stdin(import, "", Duration::from_secs(60));
+    assert!(
+        out.status.success() && out.stdout.contains("policies v2 stored"),
+        "novas policy import: {}{}",
+        out.stdout,
+        out.stderr
+    );
+    for (n, client) in [(&a, &through_a), (&b, &through_b)] {
+        let what = format!("{} to refuse a write under dba-read-only", n.proc.label);
+        let refused = wait_for(Duration::from_secs(20), &what, || {
+            let out = run_with_stdin(
+                client.command(),
+                "create table t_after_import (a int);\n",
+                Duration::from_secs(60),
+            );
+            (!out.status.success()).then_some(out.stderr)
+        });
+        assert!(
+            refused.contains("dba-read-only") && refused.contains("1142"),
+            "{}: {refused}",
+            n.proc.label
+        );
+        // Reads still pass.
+        select(client, &format!("after-import-{}", random_hex(4)));
+    }
+    let mut history = b.cfg.cli();
+    history.args(["policy", "history"]);
+    let out = run_with_stdin(history, "", Duration::from_secs(60));
+    let versions: Vec<&str> = out
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(versions, ["2", "1"], "novas policy history: {}", out.stdout);
+    let changes = audit(&b, "kind=admin_change");
+    assert_eq!(changes.len(), 2, "the file at start and the import: {changes:?}");
+    assert!(
+        changes
+            .iter()
+            .any(|e| e["node"] == "cli" && e["event"]["object"] == "policies v2"),
+        "{changes:?}"
+    );
 
     // The shared store goes away: neither node is ready, and both say why.
     drop(db);
