@@ -89,46 +89,7 @@ impl Mariadb {
 
         let port = ports::free_port();
         let socket = dir.join("mysqld.sock");
-        let log = dir.join("error.log");
-        let mut cmd = command_in(netns, Path::new(MARIADBD));
-        cmd.arg("--no-defaults")
-            .arg("--user=mysql")
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--tmpdir={}", tmp.display()))
-            .arg(format!("--port={port}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg(format!("--socket={}", socket.display()))
-            .arg(format!("--pid-file={}", dir.join("mariadbd.pid").display()))
-            .arg(format!("--log-error={}", log.display()))
-            .arg("--skip-name-resolve")
-            .arg("--character-set-server=utf8mb4")
-            .arg("--max-allowed-packet=64M")
-            .arg("--innodb-buffer-pool-size=32M")
-            .arg("--innodb-log-file-size=16M")
-            .arg("--innodb-flush-log-at-trx-commit=0");
-        let mut proc = Proc::spawn("mariadbd", cmd, &dir);
-
-        let what = format!("mariadbd on port {port} to accept connections");
-        wait_for(Duration::from_secs(90), &what, || {
-            if let Some(st) = proc.try_exit() {
-                panic!(
-                    "mariadbd exited ({st}) while starting; error log:\n{}\nstderr:\n{}",
-                    tail(&std::fs::read_to_string(&log).unwrap_or_default(), 40),
-                    proc.stderr_tail(20)
-                );
-            }
-            let mut ping = clean_command("mariadb-admin");
-            ping.arg("--no-defaults")
-                .arg("-uroot")
-                .arg(format!("--socket={}", socket.display()))
-                .arg("--connect-timeout=2")
-                .arg("ping");
-            run(ping, Duration::from_secs(20))
-                .status
-                .success()
-                .then_some(())
-        });
-
+        let proc = launch(&dir, netns, port);
         let db = Self {
             port,
             admin_password: format!("adm-{}", crate::random_hex(12)),
@@ -229,6 +190,65 @@ impl Mariadb {
             &std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default(),
             n,
         )
+    }
+}
+
+/// Starts `mariadbd` on the data dir under `dir` and waits until it
+/// answers on its socket.
+fn launch(dir: &Path, netns: Option<&str>, port: u16) -> Proc {
+    let socket = dir.join("mysqld.sock");
+    let log = dir.join("error.log");
+    let mut cmd = command_in(netns, Path::new(MARIADBD));
+    cmd.arg("--no-defaults")
+        .arg("--user=mysql")
+        .arg(format!("--datadir={}", dir.join("data").display()))
+        .arg(format!("--tmpdir={}", dir.join("tmp").display()))
+        .arg(format!("--port={port}"))
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--socket={}", socket.display()))
+        .arg(format!("--pid-file={}", dir.join("mariadbd.pid").display()))
+        .arg(format!("--log-error={}", log.display()))
+        .arg("--skip-name-resolve")
+        .arg("--character-set-server=utf8mb4")
+        .arg("--max-allowed-packet=64M")
+        .arg("--innodb-buffer-pool-size=32M")
+        .arg("--innodb-log-file-size=16M")
+        .arg("--innodb-flush-log-at-trx-commit=0");
+    let mut proc = Proc::spawn("mariadbd", cmd, dir);
+
+    let what = format!("mariadbd on port {port} to accept connections");
+    wait_for(Duration::from_secs(90), &what, || {
+        if let Some(st) = proc.try_exit() {
+            panic!(
+                "mariadbd exited ({st}) while starting; error log:\n{}\nstderr:\n{}",
+                tail(&std::fs::read_to_string(&log).unwrap_or_default(), 40),
+                proc.stderr_tail(20)
+            );
+        }
+        let mut ping = clean_command("mariadb-admin");
+        ping.arg("--no-defaults")
+            .arg("-uroot")
+            .arg(format!("--socket={}", socket.display()))
+            .arg("--connect-timeout=2")
+            .arg("ping");
+        run(ping, Duration::from_secs(20))
+            .status
+            .success()
+            .then_some(())
+    });
+    proc
+}
+
+impl Mariadb {
+    /// Kills the server (SIGKILL: a crash, not a clean stop).
+    pub fn stop(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Starts the server again on the same data, port and socket.
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        self.proc = launch(&self.dir, self.netns.as_deref(), self.port);
     }
 }
 

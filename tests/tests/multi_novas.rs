@@ -212,7 +212,11 @@ fn two_nodes_share_users_and_audit_and_each_holds_a_tunnel() {
         .collect();
     assert_eq!(versions, ["2", "1"], "novas policy history: {}", out.stdout);
     let changes = audit(&b, "kind=admin_change");
-    assert_eq!(changes.len(), 2, "the file at start and the import: {changes:?}");
+    assert_eq!(
+        changes.len(),
+        2,
+        "the file at start and the import: {changes:?}"
+    );
     assert!(
         changes
             .iter()

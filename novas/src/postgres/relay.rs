@@ -277,7 +277,7 @@ impl<'a> Relay<'a> {
                         self.statements.remove(p.name.as_bytes());
                         let tag = self.tag(sql, kinds, Decision::Deny, Some(reason.clone()));
                         pipeline
-                            .denied_parse(self.denial(reason), &[tag])
+                            .denied_extended(self.denial(reason), &[tag])
                             .map_err(err)?;
                     }
                 }
@@ -294,23 +294,23 @@ impl<'a> Relay<'a> {
                 to_server.extend_from_slice(m.raw());
             }
             FrontendKind::Execute(e) => {
-                // A statement prepared earlier runs again: with the audit
-                // store down (fail-closed) it cannot be recorded, and the
-                // pipeline has no way to refuse an Execute alone, so the
-                // session ends instead.
-                if let Err(why) = self.auditor.check() {
-                    return Err(ErrorResponse::new(
-                        Severity::Fatal,
-                        "57P03",
-                        format!("session ended: {why}"),
-                    ));
-                }
                 let (text, kinds) = match self.portals.get(e.portal.as_bytes()) {
                     Some(Some(p)) => (p.sql.clone(), p.kinds.clone()),
                     // Prepared before NOVAS could see it cannot happen; a
                     // portal the server will reject is audited as such.
                     _ => (Arc::from("<unknown portal>"), Arc::from("other")),
                 };
+                // A statement prepared earlier runs again: with the audit
+                // store down (fail-closed) it could not be recorded, so it
+                // is refused like a denied Parse; the session goes on.
+                if let Err(why) = self.auditor.check() {
+                    let reason = format!("statement refused: {why}");
+                    let tag = self.tag(text, kinds, Decision::Deny, Some(reason.clone()));
+                    pipeline
+                        .denied_extended(self.denial(&reason), &[tag])
+                        .map_err(err)?;
+                    return Ok(());
+                }
                 let tag = self.tag(text, kinds, Decision::Allow, None);
                 pipeline.forwarded(m, &[tag]).map_err(err)?;
                 to_server.extend_from_slice(m.raw());

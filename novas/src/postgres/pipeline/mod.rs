@@ -8,8 +8,8 @@
 //! For each client message, after checking [`Pipeline::should_swallow`]:
 //! - forwarded unchanged: [`Pipeline::forwarded`] (inspected messages) or
 //!   [`Pipeline::forwarded_raw`] (first piece of a passed-through one);
-//! - refused: [`Pipeline::denied_query`] or [`Pipeline::denied_parse`]
-//!   instead of forwarding.
+//! - refused: [`Pipeline::denied_query`] or [`Pipeline::denied_extended`]
+//!   (a Parse or an Execute) instead of forwarding.
 //!
 //! For each [`BackendEvent`]: [`Pipeline::on_backend`]. After any of these
 //! calls, write [`Pipeline::take_injections`] to the client (only while the
@@ -30,10 +30,10 @@
 //! - COPY FROM STDIN: while the server waits for CopyDone/CopyFail it
 //!   ignores Sync and Flush (libpq sends a Sync right after the Execute).
 //!
-//! # Swallowing after a denied Parse
+//! # Swallowing after a denied Parse or Execute
 //!
-//! A denied Parse is never forwarded, so the server is not in its
-//! skip-until-Sync state; NOVAS plays it: from [`Pipeline::denied_parse`]
+//! A denied Parse or Execute is never forwarded, so the server is not in
+//! its skip-until-Sync state; NOVAS plays it: from [`Pipeline::denied_extended`]
 //! until the client's next Sync, [`Pipeline::should_swallow`] is true for
 //! every client message except Sync and Terminate — Bind, Execute,
 //! Describe, Close, Flush, Parse, Query, FunctionCall and Copy messages
@@ -354,10 +354,11 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Records a Parse refused by policy (not forwarded). Once everything
-    /// before it has been answered, the client gets `error`; from now until
-    /// the client's Sync, [`Pipeline::should_swallow`] is true.
-    pub fn denied_parse(
+    /// Records a Parse or an Execute refused (not forwarded): by policy, or
+    /// because the audit store is down. Once everything before it has been
+    /// answered, the client gets `error`; from now until the client's Sync,
+    /// [`Pipeline::should_swallow`] is true.
+    pub fn denied_extended(
         &mut self,
         error: ErrorResponse,
         tags: &[u64],

@@ -489,7 +489,9 @@ impl Proxy {
                 let sql = p.sql.to_string_lossy().into_owned();
                 let tag = self.tag(format!("P:{sql}"));
                 if sql.starts_with("deny") {
-                    self.pipeline.denied_parse(denial(), &[tag]).expect("deny");
+                    self.pipeline
+                        .denied_extended(denial(), &[tag])
+                        .expect("deny");
                     return;
                 }
                 self.pipeline.forwarded(&m, &[tag]).expect("forward");
@@ -928,7 +930,7 @@ fn glue_mistakes_and_desync_are_errors() {
             expecting: "ParseComplete"
         })
     );
-    p.denied_parse(denial(), &[2]).expect("deny");
+    p.denied_extended(denial(), &[2]).expect("deny");
     assert!(p.should_swallow(b'B') && p.should_swallow(b'Q') && p.should_swallow(b'd'));
     assert!(!p.should_swallow(b'S') && !p.should_swallow(b'X'));
     assert_eq!(
@@ -1124,4 +1126,44 @@ fn random_scripts_match_direct_server() {
             "round {round}: {script:?}"
         );
     }
+}
+
+/// An Execute refused after its Parse and Bind went through (a prepared
+/// statement run again while the audit store is down): the client gets
+/// ParseComplete, BindComplete, then our error, then the server's
+/// ReadyForQuery for the Sync; the Describe in between is swallowed.
+#[test]
+fn denied_execute_after_forwarded_parse_and_bind() {
+    let mut p = Pipeline::new(TransactionStatus::Idle);
+    p.forwarded(&msg(|b| fe::parse(b, "s1", "select 1", &[])), &[])
+        .expect("parse");
+    p.forwarded(&msg(|b| fe::bind(b, "", "s1", &[])), &[])
+        .expect("bind");
+    assert!(!p.should_swallow(b'E'));
+    p.denied_extended(denial(), &[7]).expect("deny execute");
+    assert!(p.should_swallow(b'D'), "the rest of the batch is swallowed");
+    p.forwarded(&msg(fe::sync), &[]).expect("sync");
+
+    p.on_backend(&BackendEvent::ParseComplete)
+        .expect("parse complete");
+    assert_eq!(p.take_injections(), None, "not before the BindComplete");
+    p.on_backend(&BackendEvent::BindComplete)
+        .expect("bind complete");
+    let mut want = BytesMut::new();
+    denial().encode(&mut want);
+    assert_eq!(p.take_injections().as_deref(), Some(&want[..]));
+    p.on_backend(&BackendEvent::ReadyForQuery(TransactionStatus::Idle))
+        .expect("ready");
+    assert_eq!(p.take_injections(), None);
+    assert_eq!(
+        p.take_completions(),
+        vec![Completion {
+            tag: 7,
+            outcome: Outcome::Denied
+        }]
+    );
+    assert!(p.is_idle());
+    // The session goes on.
+    p.forwarded(&msg(|b| fe::query(b, "select 2")), &[8])
+        .expect("next query");
 }
