@@ -70,6 +70,15 @@ pub struct ServeFlags {
     /// NOVAS_SSH_LOGIN_TIMEOUT: bound on an SSH client's handshake and login (default 60s)
     #[arg(long)]
     pub ssh_login_timeout: Option<String>,
+    /// NOVAS_CONSOLE_IDLE_TIMEOUT: a console session unused this long ends (default 30m)
+    #[arg(long)]
+    pub console_idle_timeout: Option<String>,
+    /// NOVAS_CONSOLE_SESSION_MAX: a console session ends this long after login (default 12h)
+    #[arg(long)]
+    pub console_session_max: Option<String>,
+    /// NOVAS_CONSOLE_SECURE_COOKIE: true marks the console cookie Secure (behind a TLS proxy)
+    #[arg(long)]
+    pub console_secure_cookie: Option<String>,
 }
 
 /// Serialize only to list the field names ([`env_names`]).
@@ -95,6 +104,9 @@ struct EnvVars {
     metrics_public: Option<String>,
     ssh_port: Option<String>,
     ssh_login_timeout: Option<String>,
+    console_idle_timeout: Option<String>,
+    console_session_max: Option<String>,
+    console_secure_cookie: Option<String>,
 }
 
 /// Variables read outside [`EnvVars`]: by the CLI subcommands
@@ -155,6 +167,7 @@ pub struct Config {
     /// Listened on only when an ssh resource exists.
     pub ssh_port: u16,
     pub ssh_login_timeout: Duration,
+    pub console: crate::console::ConsoleConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -356,6 +369,33 @@ impl Config {
                 pick(f.ssh_login_timeout, e.ssh_login_timeout),
                 Duration::from_secs(60),
             )?,
+            console: {
+                let idle = duration(
+                    "NOVAS_CONSOLE_IDLE_TIMEOUT",
+                    pick(f.console_idle_timeout, e.console_idle_timeout),
+                    crate::console::ConsoleConfig::default().idle_timeout,
+                )?;
+                let max_age = duration(
+                    "NOVAS_CONSOLE_SESSION_MAX",
+                    pick(f.console_session_max, e.console_session_max),
+                    crate::console::ConsoleConfig::default().max_age,
+                )?;
+                if idle > max_age {
+                    return Err(err(
+                        "NOVAS_CONSOLE_IDLE_TIMEOUT",
+                        "must not be longer than NOVAS_CONSOLE_SESSION_MAX",
+                    ));
+                }
+                crate::console::ConsoleConfig {
+                    idle_timeout: idle,
+                    max_age,
+                    secure_cookie: boolean(
+                        "NOVAS_CONSOLE_SECURE_COOKIE",
+                        pick(f.console_secure_cookie, e.console_secure_cookie),
+                        false,
+                    )?,
+                }
+            },
         })
     }
 }

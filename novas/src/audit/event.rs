@@ -88,6 +88,30 @@ pub enum EventKind {
         client_addr: String,
         reason: String,
     },
+    /// An agent registered its tunnel with this node.
+    AgentConnect {
+        agent: String,
+        remote_addr: String,
+        /// `K=V;K=V`.
+        tags: String,
+        agent_version: String,
+    },
+    /// An agent's tunnel to this node ended.
+    AgentDisconnect {
+        agent: String,
+        reason: String,
+        /// How long the tunnel was up.
+        connected_ms: u64,
+    },
+    /// An administrator acted through the console or API; `user` is the
+    /// administrator.
+    AdminAction {
+        /// e.g. `terminate_session`.
+        action: String,
+        /// What it acted on (a session id, …).
+        target: String,
+        client_addr: String,
+    },
 }
 
 /// A policy decision on a statement.
@@ -109,6 +133,9 @@ pub enum EventType {
     LoginFailure,
     Command,
     AccessDenied,
+    AgentConnect,
+    AgentDisconnect,
+    AdminAction,
 }
 
 impl Decision {
@@ -139,13 +166,16 @@ impl fmt::Display for Decision {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 9] = [
         EventType::SessionOpen,
         EventType::SessionClose,
         EventType::Statement,
         EventType::LoginFailure,
         EventType::Command,
         EventType::AccessDenied,
+        EventType::AgentConnect,
+        EventType::AgentDisconnect,
+        EventType::AdminAction,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -156,6 +186,9 @@ impl EventType {
             EventType::LoginFailure => "login_failure",
             EventType::Command => "command",
             EventType::AccessDenied => "access_denied",
+            EventType::AgentConnect => "agent_connect",
+            EventType::AgentDisconnect => "agent_disconnect",
+            EventType::AdminAction => "admin_action",
         }
     }
 }
@@ -190,6 +223,9 @@ impl EventKind {
             EventKind::LoginFailure { .. } => EventType::LoginFailure,
             EventKind::Command { .. } => EventType::Command,
             EventKind::AccessDenied { .. } => EventType::AccessDenied,
+            EventKind::AgentConnect { .. } => EventType::AgentConnect,
+            EventKind::AgentDisconnect { .. } => EventType::AgentDisconnect,
+            EventKind::AdminAction { .. } => EventType::AdminAction,
         }
     }
 
@@ -329,6 +365,30 @@ impl AuditEvent {
                 if let Some(e) = error {
                     detail(e);
                 }
+            }
+            EventKind::AgentConnect {
+                agent,
+                remote_addr,
+                tags,
+                agent_version,
+            } => {
+                name(agent);
+                name(remote_addr);
+                detail(tags);
+                name(agent_version);
+            }
+            EventKind::AgentDisconnect { agent, reason, .. } => {
+                name(agent);
+                detail(reason);
+            }
+            EventKind::AdminAction {
+                action,
+                target,
+                client_addr,
+            } => {
+                name(action);
+                name(target);
+                name(client_addr);
             }
         }
     }

@@ -203,6 +203,22 @@ fn summary(ev: &EventKind) -> String {
             Some(e) => format!("{channel}: {text}  [error: {e}]"),
             None => format!("{channel}: {text}"),
         },
+        EventKind::AgentConnect {
+            agent,
+            remote_addr,
+            tags,
+            agent_version,
+        } => format!("agent {agent} from {remote_addr} [{tags}] version {agent_version}"),
+        EventKind::AgentDisconnect {
+            agent,
+            reason,
+            connected_ms,
+        } => format!("agent {agent}: {reason} after {connected_ms} ms"),
+        EventKind::AdminAction {
+            action,
+            target,
+            client_addr,
+        } => format!("{action} {target} from {client_addr}"),
     }
 }
 

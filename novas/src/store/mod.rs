@@ -10,7 +10,9 @@
 //! - `schema`: versioned, idempotent migrations under a cross-process lock.
 //! - `users`, `events`: users and the audit trail.
 //! - `ssh`: users' SSH public keys and pinned target host keys (SAC).
+//! - `console`: the web console's login sessions.
 
+mod console;
 pub mod dialect;
 mod events;
 mod schema;
@@ -29,6 +31,7 @@ use sqlx::{
     AssertSqlSafe, Row,
 };
 
+pub use console::ConsoleSessionRecord;
 pub use dialect::{Dialect, SqlValue};
 pub use ssh::{HostKeyRecord, UserKeyRecord};
 pub use url::{redact, StoreUrl};
