@@ -288,8 +288,11 @@ mod tests {
     #[tokio::test]
     async fn register_list_terminate_and_audit() {
         let (store, dir) = sqlite_store().await;
-        let auditor =
-            Auditor::start(store.clone(), crate::audit::AuditorConfig::new("n1", dir.path())).await;
+        let auditor = Auditor::start(
+            store.clone(),
+            crate::audit::AuditorConfig::new("n1", dir.path()),
+        )
+        .await;
         let sessions = Arc::new(Sessions::new("n1".into(), auditor.clone()));
         let reg = sessions.open("s-1", "postgres", Some("db"), addr());
         let other = sessions.open("s-2", "tcp", None, addr());

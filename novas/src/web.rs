@@ -91,7 +91,9 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .merge(crate::console::routes())
-        .layer(axum::middleware::map_response(crate::console::secure_headers))
+        .layer(axum::middleware::map_response(
+            crate::console::secure_headers,
+        ))
         .with_state(state)
 }
 

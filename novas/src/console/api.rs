@@ -252,7 +252,10 @@ async fn recordings(State(s): State<Arc<WebState>>, headers: HeaderMap) -> Respo
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "cannot list recordings");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the recordings directory")
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot read the recordings directory",
+            )
         }
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "listing failed"),
     }
@@ -272,7 +275,10 @@ async fn recording_file(
     };
     match tokio::fs::read(&path).await {
         Ok(bytes) => (
-            [(header::CONTENT_TYPE, "application/x-asciicast; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/x-asciicast; charset=utf-8",
+            )],
             bytes,
         )
             .into_response(),
@@ -281,7 +287,10 @@ async fn recording_file(
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot read a recording");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the recording")
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot read the recording",
+            )
         }
     }
 }

@@ -70,7 +70,12 @@ pub enum Expiry {
     Expired,
 }
 
-pub fn check_expiry(r: &ConsoleSessionRecord, now_ms: i64, idle: Duration, max: Duration) -> Expiry {
+pub fn check_expiry(
+    r: &ConsoleSessionRecord,
+    now_ms: i64,
+    idle: Duration,
+    max: Duration,
+) -> Expiry {
     let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     if now_ms.saturating_sub(r.created_ms) >= ms(max) {
         Expiry::Expired
@@ -184,7 +189,10 @@ impl LoginThrottle {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         Self::keys(client_ip, user).iter().all(|k| {
             map.get_mut(k).is_none_or(|q| {
-                while q.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
+                while q
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= self.window)
+                {
                     q.pop_front();
                 }
                 q.len() < self.max_failures

@@ -127,7 +127,10 @@ mod tests {
         let past = past_sessions(&opens, &closes);
         assert_eq!(past.len(), 2);
         assert_eq!(past[0].id, "s3");
-        assert_eq!((past[0].started.as_deref(), past[0].agent.as_deref()), (None, None));
+        assert_eq!(
+            (past[0].started.as_deref(), past[0].agent.as_deref()),
+            (None, None)
+        );
         assert_eq!(past[1].id, "s1");
         assert_eq!(past[1].agent.as_deref(), Some("a1"));
         assert_eq!(past[1].client_addr.as_deref(), Some("10.0.0.1:1"));

@@ -19,6 +19,8 @@ pub mod auth;
 pub mod csrf;
 pub mod history;
 pub mod pages;
+#[cfg(test)]
+mod tests;
 
 use std::{sync::Arc, time::Duration};
 
@@ -99,7 +101,12 @@ pub async fn resolve(s: &WebState, headers: &HeaderMap) -> Result<Option<Princip
         tracing::warn!(error = %e, "console: store unavailable");
         Unavailable
     };
-    let Some(rec) = s.store.console_session(&id_hash).await.map_err(unavailable)? else {
+    let Some(rec) = s
+        .store
+        .console_session(&id_hash)
+        .await
+        .map_err(unavailable)?
+    else {
         return Ok(None);
     };
     let now = now_ms();
@@ -181,7 +188,9 @@ pub async fn require_admin(
     headers: &HeaderMap,
     surface: Surface,
 ) -> Result<Principal, Response> {
-    let who = resolve(s, headers).await.map_err(|_| unavailable(surface))?;
+    let who = resolve(s, headers)
+        .await
+        .map_err(|_| unavailable(surface))?;
     match (auth::authorize(who.as_ref(), surface), surface) {
         (Verdict::Allow, _) => who.ok_or_else(|| refusal(Verdict::Unauthorized, surface)),
         // The 403 page offers a logout, which needs the session's token.
@@ -194,13 +203,20 @@ pub async fn require_admin(
 
 /// For a state-changing request: cookie callers must show the session's
 /// CSRF token (header or `form_token`) and come from this host's pages.
-pub fn check_csrf(who: &Principal, headers: &HeaderMap, form_token: Option<&str>) -> Result<(), Response> {
+pub fn check_csrf(
+    who: &Principal,
+    headers: &HeaderMap,
+    form_token: Option<&str>,
+) -> Result<(), Response> {
     let Some(expected) = who.csrf() else {
         return Ok(()); // bearer token: not sent by browsers on their own
     };
     let given = csrf::header_token(headers).or(form_token);
     if !csrf::token_matches(expected, given) {
-        return Err(json_status(StatusCode::FORBIDDEN, "missing or wrong CSRF token"));
+        return Err(json_status(
+            StatusCode::FORBIDDEN,
+            "missing or wrong CSRF token",
+        ));
     }
     if !csrf::same_origin(headers) {
         return Err(json_status(

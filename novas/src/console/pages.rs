@@ -217,7 +217,12 @@ pub fn forbidden(csrf: Option<&str>) -> Response {
 
 fn login_html(status: StatusCode, message: Option<&str>) -> Response {
     let msg = message
-        .map(|m| format!(r#"<p class="error" id="login-error" role="alert">{}</p>"#, esc(m)))
+        .map(|m| {
+            format!(
+                r#"<p class="error" id="login-error" role="alert">{}</p>"#,
+                esc(m)
+            )
+        })
         .unwrap_or_default();
     let html = format!(
         r#"{}<body data-page="login"><main class="narrow"><h1>NOVAS console</h1>{msg}
@@ -284,7 +289,12 @@ async fn login_checked(
 ) -> Response {
     if !s.login_throttle.allowed(client_ip, user, Instant::now()) {
         tracing::warn!("console login throttled");
-        audit_failure(s, user, client, "console: too many failed logins, throttled");
+        audit_failure(
+            s,
+            user,
+            client,
+            "console: too many failed logins, throttled",
+        );
         return login_html(
             StatusCode::TOO_MANY_REQUESTS,
             Some("Too many failed logins; try again in a few minutes."),
@@ -332,11 +342,17 @@ async fn login_checked(
     {
         tracing::debug!(error = %e, "stale console sessions not removed");
     }
-    tracing::info!(admin = identity.roles.iter().any(|r| r == auth::ADMIN_ROLE), "console login");
+    tracing::info!(
+        admin = identity.roles.iter().any(|r| r == auth::ADMIN_ROLE),
+        "console login"
+    );
     (
         StatusCode::SEE_OTHER,
         [
-            (header::SET_COOKIE, auth::set_cookie(&id, secure(s, headers))),
+            (
+                header::SET_COOKIE,
+                auth::set_cookie(&id, secure(s, headers)),
+            ),
             (header::LOCATION, "/".to_string()),
         ],
     )
@@ -374,7 +390,10 @@ async fn logout(
         Ok(None) => {
             return (
                 StatusCode::SEE_OTHER,
-                [(header::SET_COOKIE, clear), (header::LOCATION, "/login".into())],
+                [
+                    (header::SET_COOKIE, clear),
+                    (header::LOCATION, "/login".into()),
+                ],
             )
                 .into_response()
         }
@@ -393,7 +412,10 @@ async fn logout(
     tracing::info!(user = %who.user, "console logout");
     (
         StatusCode::SEE_OTHER,
-        [(header::SET_COOKIE, clear), (header::LOCATION, "/login".into())],
+        [
+            (header::SET_COOKIE, clear),
+            (header::LOCATION, "/login".into()),
+        ],
     )
         .into_response()
 }
@@ -404,6 +426,9 @@ mod tests {
 
     #[test]
     fn escaping() {
-        assert_eq!(esc(r#"<a href="x">'&'</a>"#), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            esc(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
     }
 }

@@ -31,8 +31,8 @@ use crate::{
     dac::{close_event, Dac, SessionAudit},
     frontend::{FrontEnd, Incoming},
     resources::Resource,
-    sessions::Live,
     route::{log_route_error, route, Metered},
+    sessions::Live,
     users::{self, Candidate, LoginError},
 };
 

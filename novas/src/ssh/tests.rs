@@ -80,7 +80,15 @@ fn serve_one(front: &Arc<SshFront>) -> (tokio::io::DuplexStream, tokio::task::Jo
     let front = front.clone();
     let task = tokio::spawn(async move {
         let reg = sessions.open("s-1", "ssh", None, addr);
-        handle(front, b, addr, "s-1".into(), reg.live.clone(), CancellationToken::new()).await;
+        handle(
+            front,
+            b,
+            addr,
+            "s-1".into(),
+            reg.live.clone(),
+            CancellationToken::new(),
+        )
+        .await;
     });
     (a, task)
 }

@@ -70,7 +70,11 @@ impl Store {
         }))
     }
 
-    pub async fn touch_console_session(&self, id_hash: &str, now_ms: i64) -> Result<(), StoreError> {
+    pub async fn touch_console_session(
+        &self,
+        id_hash: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         self.execute(
             "touch console session",
             &self.dialect.touch_console_session(),
@@ -125,17 +129,33 @@ mod tests {
             last_seen_ms: 100,
         };
         store.insert_console_session(&r).await.expect("insert");
-        assert!(store.insert_console_session(&r).await.is_err(), "ids are unique");
-        assert_eq!(store.console_session("h1").await.expect("get"), Some(r.clone()));
+        assert!(
+            store.insert_console_session(&r).await.is_err(),
+            "ids are unique"
+        );
+        assert_eq!(
+            store.console_session("h1").await.expect("get"),
+            Some(r.clone())
+        );
         store.touch_console_session("h1", 500).await.expect("touch");
-        let got = store.console_session("h1").await.expect("get").expect("row");
+        let got = store
+            .console_session("h1")
+            .await
+            .expect("get")
+            .expect("row");
         assert_eq!(got.last_seen_ms, 500);
         assert!(!format!("{got:?}").contains("c1"), "Debug hides the token");
         let mut old = r.clone();
         old.id_hash = "h2".into();
         old.last_seen_ms = 50;
         store.insert_console_session(&old).await.expect("insert");
-        assert_eq!(store.delete_stale_console_sessions(0, 60).await.expect("gc"), 1);
+        assert_eq!(
+            store
+                .delete_stale_console_sessions(0, 60)
+                .await
+                .expect("gc"),
+            1
+        );
         assert!(store.console_session("h2").await.expect("get").is_none());
         store.delete_console_session("h1").await.expect("delete");
         assert!(store.console_session("h1").await.expect("get").is_none());
