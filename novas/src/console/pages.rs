@@ -48,6 +48,8 @@ pub fn routes() -> Router<Arc<WebState>> {
             "/assets/console.css",
             get(|| async { asset("text/css; charset=utf-8", CSS) }),
         )
+        // Browsers ask for it on their own; no icon, and no 404 noise.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
