@@ -394,6 +394,42 @@ resources:
             .is_some_and(|r| r.starts_with("console:"))),
         "{failures:#?}"
     );
+    // An SSH session terminated through the API with the bearer token:
+    // the ssh client is disconnected.
+    let mut held = Proc::spawn("ssh-held", ssh.ssh(&["sleep 300"]), dir.path());
+    let ssh_id = wait_for(T, "the ssh session to be active", || {
+        let r = http::get(&addr, "/api/sessions", Some(&token)).expect("sessions");
+        let v: Value = serde_json::from_str(&r.body).ok()?;
+        v["active"].as_array()?.iter().find_map(|s| {
+            (s["kind"] == "ssh" && s["state"] == "active" && s["user"] == "alice")
+                .then(|| s["id"].as_str().map(str::to_string))
+                .flatten()
+        })
+    });
+    let r = http::request(
+        &addr,
+        "POST",
+        &format!("/api/sessions/{ssh_id}/terminate"),
+        &[("Authorization", &format!("Bearer {token}"))],
+        None,
+    )
+    .expect("terminate");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(json(&r)["resource"], "web");
+    let st = held
+        .wait_exit(Duration::from_secs(20))
+        .expect("ssh exits once its session is terminated");
+    assert!(!st.success(), "ssh reports the cut session: {st}");
+    let closed = wait_for(Duration::from_secs(20), "the ssh session close", || {
+        audit(&format!("kind=session_close&session={ssh_id}"))
+            .into_iter()
+            .next()
+    });
+    assert_eq!(
+        closed["event"]["outcome"],
+        "terminated by administrator admin-token"
+    );
+
     // No password or session secret in NOVAS's logs.
     let logs = format!("{}{}", novas.proc.stdout(), novas.proc.stderr());
     for secret in [
