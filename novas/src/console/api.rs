@@ -216,7 +216,7 @@ async fn terminate(
         Err(r) => return r,
     };
     if let Err(r) = check_csrf(&who, &headers, None) {
-        return r;
+        return r.into_response();
     }
     match s.sessions.terminate(&id, &who.user) {
         Ok(view) => {

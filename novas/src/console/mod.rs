@@ -201,28 +201,41 @@ pub async fn require_admin(
     }
 }
 
+/// Why a state-changing request was refused by [`check_csrf`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CsrfRefusal {
+    /// No token, or not the session's.
+    Token,
+    /// `Origin`/`Referer` missing or naming another host.
+    Origin,
+}
+
+impl IntoResponse for CsrfRefusal {
+    fn into_response(self) -> Response {
+        let msg = match self {
+            CsrfRefusal::Token => "missing or wrong CSRF token",
+            CsrfRefusal::Origin => "cross-origin request refused (Origin does not match Host)",
+        };
+        json_status(StatusCode::FORBIDDEN, msg)
+    }
+}
+
 /// For a state-changing request: cookie callers must show the session's
 /// CSRF token (header or `form_token`) and come from this host's pages.
 pub fn check_csrf(
     who: &Principal,
     headers: &HeaderMap,
     form_token: Option<&str>,
-) -> Result<(), Response> {
+) -> Result<(), CsrfRefusal> {
     let Some(expected) = who.csrf() else {
         return Ok(()); // bearer token: not sent by browsers on their own
     };
     let given = csrf::header_token(headers).or(form_token);
     if !csrf::token_matches(expected, given) {
-        return Err(json_status(
-            StatusCode::FORBIDDEN,
-            "missing or wrong CSRF token",
-        ));
+        return Err(CsrfRefusal::Token);
     }
     if !csrf::same_origin(headers) {
-        return Err(json_status(
-            StatusCode::FORBIDDEN,
-            "cross-origin request refused (Origin does not match Host)",
-        ));
+        return Err(CsrfRefusal::Origin);
     }
     Ok(())
 }

@@ -403,7 +403,7 @@ async fn logout(
     };
     let token = form.ok().and_then(|Form(f)| f.csrf);
     if let Err(r) = super::check_csrf(&who, &headers, token.as_deref()) {
-        return r;
+        return r.into_response();
     }
     if let auth::Via::Console { id_hash, .. } = &who.via {
         if let Err(e) = s.store.delete_console_session(id_hash).await {
