@@ -294,3 +294,43 @@ async fn recording_file(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// docs/openapi.yaml documents exactly the routes served here and in
+    /// pages.rs (login, logout).
+    #[test]
+    fn openapi_lists_every_route() {
+        let doc: serde_yaml::Value =
+            serde_yaml::from_str(include_str!("../../../docs/openapi.yaml")).expect("yaml");
+        let mut documented: Vec<String> = doc["paths"]
+            .as_mapping()
+            .expect("paths")
+            .keys()
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect();
+        documented.sort();
+        let mut served = vec![
+            "/api/me",
+            "/api/tunnels",
+            "/api/tunnels/history",
+            "/api/audit",
+            "/api/sessions",
+            "/api/sessions/{id}/terminate",
+            "/api/recordings",
+            "/api/recordings/{id}",
+            "/login",
+            "/logout",
+        ];
+        served.sort();
+        assert_eq!(documented, served);
+        // The router really has the API ones (a 404 would be a typo).
+        let source = include_str!("api.rs");
+        for p in served.iter().filter(|p| p.starts_with("/api/")) {
+            assert!(
+                source.contains(&format!(".route(\"{p}\"")),
+                "{p} not routed"
+            );
+        }
+    }
+}
