@@ -26,7 +26,8 @@ pub struct AuditArgs {
     /// Only events on this resource
     #[arg(long)]
     pub resource: Option<String>,
-    /// session_open, session_close, statement, login_failure, command or access_denied
+    /// session_open, session_close, statement, login_failure, command, access_denied,
+    /// agent_connect, agent_disconnect or admin_action
     #[arg(long)]
     pub kind: Option<String>,
     /// allow or deny (statements)
