@@ -43,6 +43,7 @@ const agentTag = env('NOVA_CONSOLE_AGENT_TAG');
 const extra = env('NOVA_CONSOLE_EXTRA_AGENT');
 const extraTag = env('NOVA_CONSOLE_EXTRA_TAG');
 const marker = env('NOVA_CONSOLE_MARKER');
+const replayExpect = env('NOVA_CONSOLE_REPLAY_EXPECT');
 const shots = env('NOVA_CONSOLE_SCREENSHOTS');
 const signals = env('NOVA_CONSOLE_SIGNAL_DIR');
 const executablePath = process.env.NOVA_CHROMIUM || '/usr/bin/chromium';
@@ -163,7 +164,10 @@ async function main() {
     await rec.locator('button.play').click();
     await page.locator('#player[data-state="done"]').waitFor({ timeout: T });
     const screen = await page.locator('#screen').textContent();
-    if (!screen.includes(marker)) throw new Error(`replayed screen lacks the output: ${JSON.stringify(screen)}`);
+    if (!screen.split('\n').includes(replayExpect)) {
+      throw new Error(`replayed screen ${JSON.stringify(screen)} lacks the line ${JSON.stringify(replayExpect)}`);
+    }
+    if (screen.includes('\x1b') || screen.includes('[0m')) throw new Error(`escape codes on screen: ${JSON.stringify(screen)}`);
     step('replayed', JSON.stringify(screen.slice(0, 200)));
     await shot('recording');
 

@@ -180,8 +180,12 @@ resources:
     run_ok(add_key, T);
     let marker = format!("console-marker-{}", random_hex(4));
     let ssh = SshClient::new(ssh_port, "alice%web", Some(&alice_key), &dir);
-    let out = run_ok(ssh.ssh(&[&format!("echo {marker}")]), T);
-    assert_eq!(out.stdout.trim(), marker);
+    // Output with a colour (SGR) and a carriage return, which the
+    // browser's player must interpret: `X` overwrites the first character.
+    let command = format!(r"printf '%s \033[1;31mred\033[0m\rX\n' {marker}");
+    let out = run_ok(ssh.ssh(&[&command]), T);
+    assert!(out.stdout.contains(&marker), "{out:?}");
+    let rendered = format!("X{} red", &marker[1..]);
 
     // A long-running TCP session through the agent, held open.
     let mut tcp = TcpStream::connect(format!("127.0.0.1:{tcp_port}")).expect("connect echo");
@@ -294,6 +298,7 @@ resources:
         .env("NOVA_CONSOLE_EXTRA_AGENT", &extra_name)
         .env("NOVA_CONSOLE_EXTRA_TAG", &extra_tag)
         .env("NOVA_CONSOLE_MARKER", &marker)
+        .env("NOVA_CONSOLE_REPLAY_EXPECT", &rendered)
         .env("NOVA_CONSOLE_SCREENSHOTS", &shots)
         .env("NOVA_CONSOLE_SIGNAL_DIR", &signals);
     println!("console screenshots: {}", shots.display());
