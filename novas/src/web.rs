@@ -74,6 +74,7 @@ impl WebState {
             login_throttle: LoginThrottle::new(
                 crate::console::THROTTLE_WINDOW,
                 crate::console::THROTTLE_MAX_FAILURES,
+                crate::console::THROTTLE_MAX_FAILURES_PER_ADDR,
             ),
         }
     }

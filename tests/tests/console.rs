@@ -361,7 +361,7 @@ resources:
         serde_json::from_str(&r.body).expect("audit JSON")
     };
     let action = wait_for(Duration::from_secs(20), "the admin action", || {
-        audit("kind=admin_action&user=root")
+        audit("kind=admin_change&user=root")
             .into_iter()
             .find(|e| e["session_id"] == id.as_str())
     });

@@ -88,6 +88,15 @@ pub enum EventKind {
         client_addr: String,
         reason: String,
     },
+    /// A change to what NOVAS enforces, e.g. a new policy version; `user`
+    /// of the event is who made it, where known.
+    AdminChange {
+        /// e.g. `policy_import`.
+        action: String,
+        /// What changed, e.g. `policies v3`.
+        object: String,
+        detail: String,
+    },
     /// An agent registered its tunnel with this node.
     AgentConnect {
         agent: String,
@@ -102,15 +111,6 @@ pub enum EventKind {
         reason: String,
         /// How long the tunnel was up.
         connected_ms: u64,
-    },
-    /// An administrator acted through the console or API; `user` is the
-    /// administrator.
-    AdminAction {
-        /// e.g. `terminate_session`.
-        action: String,
-        /// What it acted on (a session id, …).
-        target: String,
-        client_addr: String,
     },
 }
 
@@ -133,9 +133,9 @@ pub enum EventType {
     LoginFailure,
     Command,
     AccessDenied,
+    AdminChange,
     AgentConnect,
     AgentDisconnect,
-    AdminAction,
 }
 
 impl Decision {
@@ -173,9 +173,9 @@ impl EventType {
         EventType::LoginFailure,
         EventType::Command,
         EventType::AccessDenied,
+        EventType::AdminChange,
         EventType::AgentConnect,
         EventType::AgentDisconnect,
-        EventType::AdminAction,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -186,9 +186,9 @@ impl EventType {
             EventType::LoginFailure => "login_failure",
             EventType::Command => "command",
             EventType::AccessDenied => "access_denied",
+            EventType::AdminChange => "admin_change",
             EventType::AgentConnect => "agent_connect",
             EventType::AgentDisconnect => "agent_disconnect",
-            EventType::AdminAction => "admin_action",
         }
     }
 }
@@ -223,9 +223,9 @@ impl EventKind {
             EventKind::LoginFailure { .. } => EventType::LoginFailure,
             EventKind::Command { .. } => EventType::Command,
             EventKind::AccessDenied { .. } => EventType::AccessDenied,
+            EventKind::AdminChange { .. } => EventType::AdminChange,
             EventKind::AgentConnect { .. } => EventType::AgentConnect,
             EventKind::AgentDisconnect { .. } => EventType::AgentDisconnect,
-            EventKind::AdminAction { .. } => EventType::AdminAction,
         }
     }
 
@@ -248,6 +248,7 @@ impl EventKind {
     pub fn text(&self) -> Option<&str> {
         match self {
             EventKind::Statement { text, .. } | EventKind::Command { text, .. } => Some(text),
+            EventKind::AdminChange { object, .. } => Some(object),
             _ => None,
         }
     }
@@ -381,14 +382,14 @@ impl AuditEvent {
                 name(agent);
                 detail(reason);
             }
-            EventKind::AdminAction {
+            EventKind::AdminChange {
                 action,
-                target,
-                client_addr,
+                object,
+                detail: d,
             } => {
                 name(action);
-                name(target);
-                name(client_addr);
+                name(object);
+                detail(d);
             }
         }
     }

@@ -27,7 +27,7 @@ pub struct AuditArgs {
     #[arg(long)]
     pub resource: Option<String>,
     /// session_open, session_close, statement, login_failure, command, access_denied,
-    /// agent_connect, agent_disconnect or admin_action
+    /// admin_change, agent_connect or agent_disconnect
     #[arg(long)]
     pub kind: Option<String>,
     /// allow or deny (statements)
@@ -215,11 +215,11 @@ fn summary(ev: &EventKind) -> String {
             reason,
             connected_ms,
         } => format!("agent {agent}: {reason} after {connected_ms} ms"),
-        EventKind::AdminAction {
+        EventKind::AdminChange {
             action,
-            target,
-            client_addr,
-        } => format!("{action} {target} from {client_addr}"),
+            object,
+            detail,
+        } => format!("{action} {object}: {detail}"),
     }
 }
 

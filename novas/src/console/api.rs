@@ -204,7 +204,7 @@ async fn sessions(State(s): State<Arc<WebState>>, headers: HeaderMap) -> Respons
 }
 
 /// `POST /api/sessions/{id}/terminate`: ends a live session of this node.
-/// Audited as an admin action with the administrator's name.
+/// Audited as an `admin_change` with the administrator as its user.
 async fn terminate(
     State(s): State<Arc<WebState>>,
     Path(id): Path<String>,
@@ -220,10 +220,10 @@ async fn terminate(
     }
     match s.sessions.terminate(&id, &who.user) {
         Ok(view) => {
-            let mut ev = AuditEvent::new(EventKind::AdminAction {
+            let mut ev = AuditEvent::new(EventKind::AdminChange {
                 action: "terminate_session".into(),
-                target: id.clone(),
-                client_addr: client_addr(&ext),
+                object: format!("session {id}"),
+                detail: format!("from {}", client_addr(&ext)),
             })
             .user(&who.user)
             .session(&id);

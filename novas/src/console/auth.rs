@@ -159,11 +159,14 @@ pub fn authorize(who: Option<&Principal>, surface: Surface) -> Verdict {
 }
 
 /// Failed console logins, per client address and per user name, in a
-/// sliding window: past the limit, logins are refused before any password
+/// sliding window: past a limit, logins are refused before any password
 /// check (argon2 makes each check cost time anyway). In memory, per node.
+/// The address limit is the higher one: behind a proxy every browser has
+/// the proxy's address.
 pub struct LoginThrottle {
     window: Duration,
-    max_failures: usize,
+    max_per_user: usize,
+    max_per_addr: usize,
     failures: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
@@ -172,10 +175,11 @@ pub struct LoginThrottle {
 const THROTTLE_MAX_KEYS: usize = 10_000;
 
 impl LoginThrottle {
-    pub fn new(window: Duration, max_failures: usize) -> Self {
+    pub fn new(window: Duration, max_per_user: usize, max_per_addr: usize) -> Self {
         Self {
             window,
-            max_failures,
+            max_per_user,
+            max_per_addr,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -187,17 +191,20 @@ impl LoginThrottle {
     /// Whether a login from `client_ip` as `user` may be tried at `now`.
     pub fn allowed(&self, client_ip: &str, user: &str, now: Instant) -> bool {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        Self::keys(client_ip, user).iter().all(|k| {
-            map.get_mut(k).is_none_or(|q| {
-                while q
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) >= self.window)
-                {
-                    q.pop_front();
-                }
-                q.len() < self.max_failures
+        let [addr_key, user_key] = Self::keys(client_ip, user);
+        [(addr_key, self.max_per_addr), (user_key, self.max_per_user)]
+            .iter()
+            .all(|(k, max)| {
+                map.get_mut(k).is_none_or(|q| {
+                    while q
+                        .front()
+                        .is_some_and(|t| now.duration_since(*t) >= self.window)
+                    {
+                        q.pop_front();
+                    }
+                    q.len() < *max
+                })
             })
-        })
     }
 
     pub fn failed(&self, client_ip: &str, user: &str, now: Instant) {
@@ -322,7 +329,7 @@ mod tests {
 
     #[test]
     fn throttle() {
-        let t = LoginThrottle::new(Duration::from_secs(60), 3);
+        let t = LoginThrottle::new(Duration::from_secs(60), 3, 5);
         let now = Instant::now();
         for _ in 0..3 {
             assert!(t.allowed("1.2.3.4", "root", now));
@@ -330,7 +337,10 @@ mod tests {
         }
         assert!(!t.allowed("1.2.3.4", "root", now));
         assert!(!t.allowed("5.6.7.8", "root", now), "per user name");
-        assert!(!t.allowed("1.2.3.4", "other", now), "per address");
+        assert!(t.allowed("1.2.3.4", "other", now), "the address has room");
+        t.failed("1.2.3.4", "other", now);
+        t.failed("1.2.3.4", "other", now);
+        assert!(!t.allowed("1.2.3.4", "third", now), "per address");
         assert!(t.allowed("5.6.7.8", "other", now));
         assert!(t.allowed("1.2.3.4", "root", now + Duration::from_secs(61)));
         t.succeeded("root");

@@ -58,8 +58,10 @@ impl Default for ConsoleConfig {
     }
 }
 
-/// Failed logins allowed per address and per user name in [`THROTTLE_WINDOW`].
+/// Failed logins allowed per user name in [`THROTTLE_WINDOW`].
 pub const THROTTLE_MAX_FAILURES: usize = 10;
+/// Failed logins allowed per client address in [`THROTTLE_WINDOW`].
+pub const THROTTLE_MAX_FAILURES_PER_ADDR: usize = 50;
 pub const THROTTLE_WINDOW: Duration = Duration::from_secs(300);
 
 /// The console's routes (pages, assets, API), merged into the HTTP router.

@@ -147,7 +147,7 @@ impl Page {
                 r#"<form id="audit-search" class="bar">
 <label>User <input name="user" autocomplete="off"></label>
 <label>Resource <input name="resource" autocomplete="off"></label>
-<label>Kind <select name="kind"><option value="">any</option><option>statement</option><option>command</option><option>session_open</option><option>session_close</option><option>login_failure</option><option>access_denied</option><option>agent_connect</option><option>agent_disconnect</option><option>admin_action</option></select></label>
+<label>Kind <select name="kind"><option value="">any</option><option>statement</option><option>command</option><option>session_open</option><option>session_close</option><option>login_failure</option><option>access_denied</option><option>admin_change</option><option>agent_connect</option><option>agent_disconnect</option></select></label>
 <label>Decision <select name="decision"><option value="">any</option><option>allow</option><option>deny</option></select></label>
 <label>Since <input name="since" placeholder="1h or 2026-01-02T03:04:05Z" autocomplete="off"></label>
 <label>Until <input name="until" autocomplete="off"></label>

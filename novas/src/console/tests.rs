@@ -327,7 +327,7 @@ async fn state_changes_need_the_csrf_token_and_origin() {
         .expect("request");
     assert_eq!(send(&f.router, req).await.status, StatusCode::OK);
 
-    let actions = wait_events(&f.store, EventType::AdminAction, 2).await;
+    let actions = wait_events(&f.store, EventType::AdminChange, 2).await;
     assert_eq!(actions.len(), 2, "{actions:?}");
     assert!(actions
         .iter()

@@ -105,7 +105,7 @@
       case 'command': return e.channel + ': ' + e.text + (e.error ? '  [error: ' + e.error + ']' : '');
       case 'login_failure':
       case 'access_denied': return 'from ' + e.client_addr + ': ' + e.reason;
-      case 'admin_action': return e.action + ' ' + e.target + ' from ' + e.client_addr;
+      case 'admin_change': return e.action + ' ' + e.object + ': ' + e.detail;
       default: return JSON.stringify(e);
     }
   }
