@@ -26,6 +26,7 @@ use tunnel_proto::{
 };
 
 use crate::{
+    audit::{AuditEvent, Auditor, EventKind},
     metrics::{AuthFailure, METRICS},
     registry::{Agent, AgentStats, Registry},
 };
@@ -39,6 +40,17 @@ pub struct ListenerCtx {
     pub acceptor: TlsAcceptor,
     pub handshake_timeout: Duration,
     pub heartbeat: Duration,
+    /// Agent connects and disconnects go to the audit trail (the console's
+    /// tunnel history).
+    pub auditor: Auditor,
+}
+
+impl ListenerCtx {
+    fn audit(&self, event: EventKind) {
+        if let Err(e) = self.auditor.record(AuditEvent::new(event)) {
+            tracing::warn!(error = %e, "agent event not audited");
+        }
+    }
 }
 
 /// Accepts agents until `shutdown`.
@@ -119,12 +131,28 @@ async fn handle(
         agent,
     } = reg;
     tracing::Span::current().record("agent.name", agent.name.as_str());
+    ctx.audit(EventKind::AgentConnect {
+        agent: agent.name.clone(),
+        remote_addr: agent.remote_addr.to_string(),
+        tags: agent.tags.to_string(),
+        agent_version: agent.agent_version.clone(),
+    });
     let why = control_loop(&tunnel, rd, &mut wr, &agent, &ctx, &shutdown).await;
-    if ctx.registry.unregister(&agent.name, agent.conn_id) {
+    let reason = if ctx.registry.unregister(&agent.name, agent.conn_id) {
         tracing::info!(reason = %why, "agent disconnected");
+        why.clone()
     } else {
         tracing::info!(reason = %why, "replaced agent connection closed");
-    }
+        format!("replaced by a newer connection ({why})")
+    };
+    let connected_ms = SystemTime::now()
+        .duration_since(agent.connected_since)
+        .map_or(0, |d| d.as_millis() as u64);
+    ctx.audit(EventKind::AgentDisconnect {
+        agent: agent.name.clone(),
+        reason,
+        connected_ms,
+    });
     if why.starts_with(GOODBYE) {
         // A stopping agent lets its sessions finish before it closes the
         // tunnel: keep it open (no new sessions are routed to it any more).

@@ -73,6 +73,15 @@ pub struct ServeFlags {
     /// NOVAS_POLICY_REFRESH: how often the store is checked for a new policy version (default 5s)
     #[arg(long)]
     pub policy_refresh: Option<String>,
+    /// NOVAS_CONSOLE_IDLE_TIMEOUT: a console session unused this long ends (default 30m)
+    #[arg(long)]
+    pub console_idle_timeout: Option<String>,
+    /// NOVAS_CONSOLE_SESSION_MAX: a console session ends this long after login (default 12h)
+    #[arg(long)]
+    pub console_session_max: Option<String>,
+    /// NOVAS_CONSOLE_SECURE_COOKIE: true marks the console cookie Secure (behind a TLS proxy)
+    #[arg(long)]
+    pub console_secure_cookie: Option<String>,
 }
 
 /// Serialize only to list the field names ([`env_names`]).
@@ -99,6 +108,9 @@ struct EnvVars {
     ssh_port: Option<String>,
     ssh_login_timeout: Option<String>,
     policy_refresh: Option<String>,
+    console_idle_timeout: Option<String>,
+    console_session_max: Option<String>,
+    console_secure_cookie: Option<String>,
 }
 
 /// Variables read outside [`EnvVars`]: by the CLI subcommands
@@ -161,6 +173,7 @@ pub struct Config {
     pub ssh_login_timeout: Duration,
     /// Poll interval for policy versions in the store.
     pub policy_refresh: Duration,
+    pub console: crate::console::ConsoleConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -367,6 +380,33 @@ impl Config {
                 pick(f.policy_refresh, e.policy_refresh),
                 Duration::from_secs(5),
             )?,
+            console: {
+                let idle = duration(
+                    "NOVAS_CONSOLE_IDLE_TIMEOUT",
+                    pick(f.console_idle_timeout, e.console_idle_timeout),
+                    crate::console::ConsoleConfig::default().idle_timeout,
+                )?;
+                let max_age = duration(
+                    "NOVAS_CONSOLE_SESSION_MAX",
+                    pick(f.console_session_max, e.console_session_max),
+                    crate::console::ConsoleConfig::default().max_age,
+                )?;
+                if idle > max_age {
+                    return Err(err(
+                        "NOVAS_CONSOLE_IDLE_TIMEOUT",
+                        "must not be longer than NOVAS_CONSOLE_SESSION_MAX",
+                    ));
+                }
+                crate::console::ConsoleConfig {
+                    idle_timeout: idle,
+                    max_age,
+                    secure_cookie: boolean(
+                        "NOVAS_CONSOLE_SECURE_COOKIE",
+                        pick(f.console_secure_cookie, e.console_secure_cookie),
+                        false,
+                    )?,
+                }
+            },
         })
     }
 }

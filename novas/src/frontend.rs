@@ -7,7 +7,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
-use crate::{metrics::SessionGuard, resources::Resource};
+use crate::{
+    metrics::SessionGuard,
+    resources::Resource,
+    sessions::{Live, Sessions},
+};
 
 /// One accepted user connection, before any protocol has been spoken.
 pub struct Incoming {
@@ -15,6 +19,9 @@ pub struct Incoming {
     pub client: SocketAddr,
     pub session_id: String,
     pub resource: Arc<Resource>,
+    /// This session in the live registry: front ends note the user and
+    /// agent they learn and count bytes into it.
+    pub live: Arc<Live>,
 }
 
 /// A protocol front end (tcp, postgres, mysql, …).
@@ -53,6 +60,7 @@ pub async fn serve<F: FrontEnd>(
     listener: TcpListener,
     resource: Arc<Resource>,
     front: Arc<F>,
+    sessions: Arc<Sessions>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -67,19 +75,29 @@ pub async fn serve<F: FrontEnd>(
             user = tracing::field::Empty,
             agent.name = tracing::field::Empty,
         );
+        let reg = sessions.open(
+            &session_id,
+            resource.kind.as_str(),
+            Some(&resource.name),
+            client,
+        );
         let incoming = Incoming {
             conn,
             client,
             session_id,
             resource: resource.clone(),
+            live: reg.live.clone(),
         };
         // Counted here, before any protocol, so every front end on this
         // loop is covered and a session ends when its task does.
         let guard = SessionGuard::new(resource.kind);
         let session = front.clone().handle(incoming);
+        let sessions = sessions.clone();
         tasks.spawn(
             async move {
-                session.await;
+                // Terminable from the console at every stage.
+                reg.live.run(&sessions, session).await;
+                drop(reg);
                 drop(guard);
             }
             .instrument(span),

@@ -13,6 +13,8 @@
 //! - [`mysql`]: the MySQL/MariaDB wire protocol (I/O-free) and the MySQL front end.
 //! - [`metrics`]: Prometheus counters and the `/metrics` text.
 //! - [`web`]: `/healthz`, `/readyz`, `/metrics`, `/api/tunnels`, `/api/audit`.
+//! - [`console`]: the web console (login, pages, the JSON API behind them).
+//! - [`sessions`]: live user sessions of every kind, terminable.
 //! - [`ssh`]: SAC, the SSH front end (one listener, resource in the login name).
 //! - [`secrets`]: data-dir files for generated secrets.
 //! - [`store`]: the persistent store (SQLite, or a shared PostgreSQL/MySQL): users, audit.
@@ -25,6 +27,7 @@ pub mod agent_listener;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod dac;
 pub mod frontend;
 pub mod live_policies;
@@ -35,6 +38,7 @@ pub mod registry;
 pub mod resources;
 pub mod route;
 pub mod secrets;
+pub mod sessions;
 pub mod ssh;
 pub mod store;
 pub mod tcp;
@@ -134,6 +138,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         cfg.policy_refresh,
         shutdown.clone(),
     ));
+    let sessions = Arc::new(sessions::Sessions::new(
+        cfg.node_name.clone(),
+        auditor.clone(),
+    ));
     let db_tls = tokio_rustls::TlsAcceptor::from(tls::server_config_alpn(
         identity.clone(),
         &[b"postgresql"],
@@ -165,6 +173,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         acceptor,
         handshake_timeout: cfg.handshake_timeout,
         heartbeat: cfg.heartbeat,
+        auditor: auditor.clone(),
     });
     let agent_addr = agent_listener.local_addr()?;
     tasks.spawn(agent_listener::serve(
@@ -181,6 +190,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     });
     let tcp_front = Arc::new(tcp::Tcp {
         registry: registry.clone(),
+        auditor: auditor.clone(),
     });
     let pg_front = Arc::new(postgres::session::PostgresFront {
         dac: dac.clone(),
@@ -209,16 +219,23 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             tracing::info!(resource = %r.name, kind = "ssh", ssh.addr = %addr, target = %r.target, "ssh resource served");
         }
         ssh_addr = Some((addr, host_fp));
-        tasks.spawn(ssh::serve(listener, front, tasks.clone(), shutdown.clone()));
+        tasks.spawn(ssh::serve(
+            listener,
+            front,
+            sessions.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        ));
     }
     for (listener, res) in resource_listeners {
         tracing::info!(resource = %res.name, kind = res.kind.as_str(), port = res.listen_port, target = %res.target, "resource listening");
-        let (tasks2, stop) = (tasks.clone(), shutdown.clone());
+        let (tasks2, stop, live) = (tasks.clone(), shutdown.clone(), sessions.clone());
         match res.kind {
             tunnel_proto::StreamKind::Postgres => tasks.spawn(frontend::serve(
                 listener,
                 res,
                 pg_front.clone(),
+                live,
                 tasks2,
                 stop,
             )),
@@ -226,6 +243,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 listener,
                 res,
                 mysql_front.clone(),
+                live,
                 tasks2,
                 stop,
             )),
@@ -233,6 +251,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 listener,
                 res,
                 tcp_front.clone(),
+                live,
                 tasks2,
                 stop,
             )),
@@ -243,17 +262,23 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             ),
         };
     }
-    let web_state = Arc::new(web::WebState {
-        registry: registry.clone(),
+    let mut web_state = web::WebState::new(
+        registry.clone(),
         admin_token,
-        ready: Default::default(),
-        store: store.clone(),
-        auditor: auditor.clone(),
-        metrics_public: cfg.metrics_public,
-    });
+        store.clone(),
+        auditor.clone(),
+        sessions.clone(),
+        ssh::recordings_dir(&cfg.data_dir),
+    );
+    web_state.metrics_public = cfg.metrics_public;
+    web_state.console = cfg.console.clone();
+    let web_state = Arc::new(web_state);
     let http_addr = http_listener.local_addr()?;
-    let http = axum::serve(http_listener, web::router(web_state.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let http = axum::serve(
+        http_listener,
+        web::router(web_state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let http_task = tokio::spawn(async move { http.await });
 
     web_state.ready.store(true, Ordering::Relaxed);

@@ -1,4 +1,5 @@
-//! HTTP: health, readiness and the JSON API (bearer admin token).
+//! HTTP: health, readiness, metrics, and the web console with its JSON API
+//! ([`crate::console`]).
 
 use std::{
     sync::{
@@ -9,15 +10,23 @@ use std::{
 };
 
 use axum::{
-    extract::{Query, State},
-    http::{header, HeaderMap, StatusCode},
+    extract::{ConnectInfo, State},
+    http::{header, Extensions, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
     Json, Router,
 };
 use tunnel_proto::{secret::token_eq, Secret};
 
-use crate::{audit, metrics, registry::Registry, store::Store};
+use crate::{
+    audit,
+    console::{auth::LoginThrottle, ConsoleConfig},
+    metrics,
+    registry::Registry,
+    sessions::Sessions,
+    store::Store,
+    users::Users,
+};
 
 /// Bound on the store check behind `/readyz`.
 const READY_PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -31,6 +40,50 @@ pub struct WebState {
     pub auditor: audit::Auditor,
     /// `/metrics` without the admin token (NOVAS_METRICS_PUBLIC).
     pub metrics_public: bool,
+    /// Live sessions of this node (the console's Sessions page).
+    pub sessions: Arc<Sessions>,
+    /// Console logins.
+    pub users: Users,
+    /// SSH recordings (`<data dir>/recordings`).
+    pub recordings: std::path::PathBuf,
+    pub console: ConsoleConfig,
+    pub login_throttle: LoginThrottle,
+}
+
+impl WebState {
+    /// The state for `run()` and tests: what is not given is the default.
+    pub fn new(
+        registry: Arc<Registry>,
+        admin_token: Secret,
+        store: Store,
+        auditor: audit::Auditor,
+        sessions: Arc<Sessions>,
+        recordings: std::path::PathBuf,
+    ) -> Self {
+        Self {
+            registry,
+            admin_token,
+            ready: AtomicBool::new(false),
+            users: Users::new(store.clone()),
+            store,
+            auditor,
+            metrics_public: false,
+            sessions,
+            recordings,
+            console: ConsoleConfig::default(),
+            login_throttle: LoginThrottle::new(
+                crate::console::THROTTLE_WINDOW,
+                crate::console::THROTTLE_MAX_FAILURES,
+                crate::console::THROTTLE_MAX_FAILURES_PER_ADDR,
+            ),
+        }
+    }
+}
+
+/// The client's `ip:port`, when the server recorded it (`-` otherwise).
+pub fn client_addr(ext: &Extensions) -> String {
+    ext.get::<ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "-".to_string(), |c| c.0.to_string())
 }
 
 pub fn router(state: Arc<WebState>) -> Router {
@@ -38,8 +91,10 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .route("/api/tunnels", get(tunnels))
-        .route("/api/audit", get(audit_events))
+        .merge(crate::console::routes())
+        .layer(axum::middleware::map_response(
+            crate::console::secure_headers,
+        ))
         .with_state(state)
 }
 
@@ -74,13 +129,6 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
-async fn tunnels(State(s): State<Arc<WebState>>, headers: HeaderMap) -> Response {
-    if !authorized(&s, &headers) {
-        return unauthorized();
-    }
-    Json(s.registry.snapshot()).into_response()
-}
-
 /// `GET /metrics`: Prometheus text format. Behind the admin token unless
 /// NOVAS_METRICS_PUBLIC, since agent names and tags map the private
 /// networks behind them.
@@ -98,41 +146,6 @@ async fn metrics_text(State(s): State<Arc<WebState>>, headers: HeaderMap) -> Res
         },
     );
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
-}
-
-fn json_error(status: StatusCode, body: serde_json::Value) -> Response {
-    (status, Json(body)).into_response()
-}
-
-/// `GET /api/audit?user=&resource=&kind=&decision=&since=&until=&session=&q=&limit=`:
-/// matching events, newest first.
-async fn audit_events(
-    State(s): State<Arc<WebState>>,
-    headers: HeaderMap,
-    Query(params): Query<Vec<(String, String)>>,
-) -> Response {
-    if !authorized(&s, &headers) {
-        return unauthorized();
-    }
-    let q = match audit::query::from_params(&params, audit::now_ms()) {
-        Ok(q) => q,
-        Err(e) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                serde_json::json!({"error": e.to_string(), "param": e.param}),
-            )
-        }
-    };
-    match s.store.query_events(&q).await {
-        Ok(events) => Json(events).into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "GET /api/audit: store query failed");
-            json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                serde_json::json!({"error": "audit store unavailable"}),
-            )
-        }
-    }
 }
 
 #[cfg(test)]
@@ -175,14 +188,16 @@ mod tests {
             .expect("insert");
         let auditor =
             audit::Auditor::start(store.clone(), audit::AuditorConfig::new("n1", dir.path())).await;
-        let state = Arc::new(WebState {
-            registry: Arc::new(Registry::new("n1".into())),
-            admin_token: Secret::new(TOKEN.into()),
-            ready: AtomicBool::new(true),
-            store: store.clone(),
-            auditor: auditor.clone(),
-            metrics_public: false,
-        });
+        let state = WebState::new(
+            Arc::new(Registry::new("n1".into())),
+            Secret::new(TOKEN.into()),
+            store.clone(),
+            auditor.clone(),
+            Arc::new(Sessions::new("n1".into(), auditor.clone())),
+            dir.path().join("recordings"),
+        );
+        state.ready.store(true, Ordering::Relaxed);
+        let state = Arc::new(state);
         let r = router(state);
 
         let (st, _) = call(r.clone(), "/api/audit", None).await;

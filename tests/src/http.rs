@@ -1,5 +1,6 @@
-//! A tiny HTTP/1.1 GET client over `std::net::TcpStream`: enough for
-//! `/healthz`, `/readyz` and `/api/tunnels`.
+//! A tiny HTTP/1.1 client over `std::net::TcpStream`: enough for
+//! `/healthz`, `/readyz`, `/api/tunnels` and the console's login, cookie
+//! and CSRF checks.
 
 use std::{
     io::{self, Read, Write},
@@ -11,7 +12,19 @@ use std::{
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
+    /// Header names in lower case, in order.
+    pub headers: Vec<(String, String)>,
     pub body: String,
+}
+
+impl Response {
+    /// The first header named `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// `GET path` on `addr` (`host:port`), with a bearer token when given.
@@ -24,6 +37,30 @@ pub fn get(addr: &str, path: &str, bearer: Option<&str>) -> io::Result<Response>
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
     req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse(&raw)
+}
+
+/// Any request: `headers` as given (no Host: it is added), `body` sent
+/// with its Content-Length.
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> io::Result<Response> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let body = body.unwrap_or_default();
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     s.write_all(req.as_bytes())?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
@@ -48,10 +85,13 @@ fn parse(raw: &[u8]) -> io::Result<Response> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
-    let chunked = lines.any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
     let body = if chunked {
         dechunk(body)?
     } else {
@@ -59,6 +99,7 @@ fn parse(raw: &[u8]) -> io::Result<Response> {
     };
     Ok(Response {
         status,
+        headers,
         body: String::from_utf8_lossy(&body).to_string(),
     })
 }

@@ -431,6 +431,87 @@ fn cancel_reaches_the_server() {
     );
 }
 
+/// An administrator terminates a psql session mid-query (the console's
+/// Terminate, here through the API with the admin token): psql sees its
+/// connection end, and the close is audited with who did it.
+#[test]
+fn an_admin_terminates_a_session() {
+    let s = Stack::start("dac-pg-terminate");
+    let mut cmd = s.alice().command("psql");
+    cmd.args(["-X", "-At", "-d", DB, "-c", "select pg_sleep(300)"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("psql");
+    // Mid-query: the statement runs on the real server.
+    nova_e2e::wait_for(Duration::from_secs(20), "pg_sleep to run", || {
+        let n = s
+            .pg
+            .psql_local(&["select count(*) from pg_stat_activity where query = 'select pg_sleep(300)' and state = 'active'"])
+            .ok()?;
+        (n.trim() == "1").then_some(())
+    });
+    let (addr, token) = (s.novas.http_addr(), s.novas.admin_token());
+    let id = nova_e2e::wait_for(
+        Duration::from_secs(30),
+        "an active postgres session",
+        || {
+            let r = nova_e2e::http::get(&addr, "/api/sessions", Some(&token)).ok()?;
+            let v: Value = serde_json::from_str(&r.body).ok()?;
+            v["active"].as_array()?.iter().find_map(|x| {
+                (x["kind"] == "postgres" && x["state"] == "active" && x["user"] == "alice")
+                    .then(|| x["id"].as_str().map(str::to_string))
+                    .flatten()
+            })
+        },
+    );
+    let r = nova_e2e::http::request(
+        &addr,
+        "POST",
+        &format!("/api/sessions/{id}/terminate"),
+        &[("Authorization", &format!("Bearer {token}"))],
+        None,
+    )
+    .expect("terminate");
+    assert_eq!(r.status, 200, "{r:?}");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "psql still runs after its session was terminated"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(!status.success(), "{err}");
+    // libpq's words for a connection cut under TLS.
+    assert!(
+        [
+            "server closed the connection",
+            "EOF detected",
+            "connection to server was lost"
+        ]
+        .iter()
+        .any(|m| err.contains(m)),
+        "{err}"
+    );
+    assert!(
+        !err.contains("failed: "),
+        "cut mid-query, not at login: {err}"
+    );
+    let closes = s.audit_wait(&["--kind", "session_close", "--session", &id], 1);
+    assert_eq!(
+        field(&closes[0], "outcome"),
+        "terminated by administrator admin-token",
+        "{closes:#?}"
+    );
+}
+
 fn vm_hwm_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status

@@ -3,8 +3,9 @@
 //! agent holds a tunnel to each, and each node lists it under its own
 //! node name; a user added through one node's CLI logs in through the
 //! other; a statement audited by one node is in the other's
-//! `GET /api/audit`, and the audit metrics of the node that wrote it move.
-//! Policies are shared too: node b has no policy file and enforces what
+//! `GET /api/audit`, and the audit metrics of the node that wrote it move;
+//! a console login on one node is valid on the other. Policies are shared
+//! too: node b has no policy file and enforces what
 //! node a stored, and a `novas policy import` reaches both nodes without a
 //! restart. Without the store, neither node is ready.
 
@@ -223,6 +224,51 @@ fn two_nodes_share_users_and_audit_and_each_holds_a_tunnel() {
             .any(|e| e["node"] == "cli" && e["event"]["object"] == "policies v2"),
         "{changes:?}"
     );
+    // A console login on node a is a session on node b too (sessions are
+    // in the shared store), and b's console shows both nodes' tunnel
+    // history.
+    let mut add = a.cfg.cli();
+    add.args(["user", "add", "ops", "--password-stdin", "--roles", "admin"]);
+    let out = run_with_stdin(add, &format!("{ALICE_PW}\n"), Duration::from_secs(60));
+    assert!(out.status.success(), "novas user add ops: {}", out.stderr);
+    let origin = format!("http://{}", a.http_addr());
+    let login = http::request(
+        &a.http_addr(),
+        "POST",
+        "/login",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Origin", &origin),
+        ],
+        Some(&format!("user=ops&password={ALICE_PW}")),
+    )
+    .expect("POST /login on a");
+    assert_eq!(login.status, 303, "{login:?}");
+    let cookie = login
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("session cookie")
+        .to_string();
+    let on_b = |path: &str| {
+        let r = http::request(&b.http_addr(), "GET", path, &[("Cookie", &cookie)], None)
+            .unwrap_or_else(|e| panic!("GET {path} on b: {e}"));
+        assert_eq!(r.status, 200, "GET {path} on b with a's session: {r:?}");
+        serde_json::from_str::<Value>(&r.body).expect("JSON")
+    };
+    assert_eq!(on_b("/api/me")["user"], "ops");
+    assert_eq!(on_b("/api/tunnels")[0]["node"], "node-b");
+    let history = on_b(&format!("/api/tunnels/history?agent={name}"));
+    let mut nodes: Vec<&str> = history
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|e| e["event"]["type"] == "agent_connect")
+                .filter_map(|e| e["node"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    nodes.sort();
+    assert_eq!(nodes, ["node-a", "node-b"], "{history:#}");
 
     // The shared store goes away: neither node is ready, and both say why.
     drop(db);

@@ -97,6 +97,21 @@ pub enum EventKind {
         object: String,
         detail: String,
     },
+    /// An agent registered its tunnel with this node.
+    AgentConnect {
+        agent: String,
+        remote_addr: String,
+        /// `K=V;K=V`.
+        tags: String,
+        agent_version: String,
+    },
+    /// An agent's tunnel to this node ended.
+    AgentDisconnect {
+        agent: String,
+        reason: String,
+        /// How long the tunnel was up.
+        connected_ms: u64,
+    },
 }
 
 /// A policy decision on a statement.
@@ -119,6 +134,8 @@ pub enum EventType {
     Command,
     AccessDenied,
     AdminChange,
+    AgentConnect,
+    AgentDisconnect,
 }
 
 impl Decision {
@@ -149,7 +166,7 @@ impl fmt::Display for Decision {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 9] = [
         EventType::SessionOpen,
         EventType::SessionClose,
         EventType::Statement,
@@ -157,6 +174,8 @@ impl EventType {
         EventType::Command,
         EventType::AccessDenied,
         EventType::AdminChange,
+        EventType::AgentConnect,
+        EventType::AgentDisconnect,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -168,6 +187,8 @@ impl EventType {
             EventType::Command => "command",
             EventType::AccessDenied => "access_denied",
             EventType::AdminChange => "admin_change",
+            EventType::AgentConnect => "agent_connect",
+            EventType::AgentDisconnect => "agent_disconnect",
         }
     }
 }
@@ -203,6 +224,8 @@ impl EventKind {
             EventKind::Command { .. } => EventType::Command,
             EventKind::AccessDenied { .. } => EventType::AccessDenied,
             EventKind::AdminChange { .. } => EventType::AdminChange,
+            EventKind::AgentConnect { .. } => EventType::AgentConnect,
+            EventKind::AgentDisconnect { .. } => EventType::AgentDisconnect,
         }
     }
 
@@ -343,6 +366,21 @@ impl AuditEvent {
                 if let Some(e) = error {
                     detail(e);
                 }
+            }
+            EventKind::AgentConnect {
+                agent,
+                remote_addr,
+                tags,
+                agent_version,
+            } => {
+                name(agent);
+                name(remote_addr);
+                detail(tags);
+                name(agent_version);
+            }
+            EventKind::AgentDisconnect { agent, reason, .. } => {
+                name(agent);
+                detail(reason);
             }
             EventKind::AdminChange {
                 action,

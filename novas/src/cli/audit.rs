@@ -23,7 +23,8 @@ pub struct AuditArgs {
     /// Only events on this resource
     #[arg(long)]
     pub resource: Option<String>,
-    /// session_open, session_close, statement, login_failure, command or access_denied
+    /// session_open, session_close, statement, login_failure, command, access_denied,
+    /// admin_change, agent_connect or agent_disconnect
     #[arg(long)]
     pub kind: Option<String>,
     /// allow or deny (statements)
@@ -185,6 +186,17 @@ fn summary(ev: &EventKind) -> String {
             Some(e) => format!("{channel}: {text}  [error: {e}]"),
             None => format!("{channel}: {text}"),
         },
+        EventKind::AgentConnect {
+            agent,
+            remote_addr,
+            tags,
+            agent_version,
+        } => format!("agent {agent} from {remote_addr} [{tags}] version {agent_version}"),
+        EventKind::AgentDisconnect {
+            agent,
+            reason,
+            connected_ms,
+        } => format!("agent {agent}: {reason} after {connected_ms} ms"),
         EventKind::AdminChange {
             action,
             object,

@@ -6,11 +6,7 @@ use std::{io::Write, path::PathBuf, time::Duration};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
-use crate::{
-    audit::query::format_time,
-    config::env_var,
-    ssh::recording::{self, SUFFIX},
-};
+use crate::{audit::query::format_time, config::env_var, ssh::recording};
 
 fn data_dir(arg: Option<String>) -> PathBuf {
     PathBuf::from(
@@ -117,53 +113,20 @@ pub fn recordings_main(args: RecordingsArgs) -> anyhow::Result<()> {
 }
 
 fn list(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
-    let mut rows = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if json {
-                println!("[]");
-            }
-            return Ok(());
-        }
-        Err(e) => return Err(e).with_context(|| dir.display().to_string()),
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        let Some(id) = name.strip_suffix(SUFFIX) else {
-            continue;
-        };
-        let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-        let first = std::fs::read_to_string(entry.path())
-            .ok()
-            .and_then(|t| t.lines().next().map(str::to_string))
-            .unwrap_or_default();
-        let Ok(h) = serde_json::from_str::<recording::Header>(&first) else {
-            continue;
-        };
-        rows.push((id.to_string(), h, size));
-    }
-    rows.sort_by_key(|(id, h, _)| (h.timestamp, id.clone()));
+    let rows = recording::list(dir).with_context(|| dir.display().to_string())?;
     if json {
-        let v: Vec<_> = rows
-            .iter()
-            .map(|(id, h, size)| {
-                serde_json::json!({
-                    "id": id, "timestamp": h.timestamp, "title": h.title,
-                    "command": h.command, "width": h.width, "height": h.height, "bytes": size,
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     println!("{:<40} {:<24} {:>9}  TITLE", "ID", "STARTED", "BYTES");
-    for (id, h, size) in rows {
-        let title = h.title.unwrap_or_default();
-        let cmd = h.command.map(|c| format!(": {c}")).unwrap_or_default();
+    for r in rows {
+        let title = r.title.unwrap_or_default();
+        let cmd = r.command.map(|c| format!(": {c}")).unwrap_or_default();
         println!(
-            "{id:<40} {:<24} {size:>9}  {title}{cmd}",
-            format_time(h.timestamp * 1000)
+            "{:<40} {:<24} {:>9}  {title}{cmd}",
+            r.id,
+            format_time(r.timestamp * 1000),
+            r.bytes
         );
     }
     Ok(())
@@ -176,10 +139,9 @@ fn play(
     max_idle: f64,
     input: bool,
 ) -> anyhow::Result<()> {
-    if id.contains('/') || id.contains("..") {
+    let Some(path) = recording::path_of(dir, id) else {
         bail!("{id:?} is not a recording id");
-    }
-    let path = dir.join(format!("{id}{SUFFIX}"));
+    };
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("{} (see `novas recordings list`)", path.display()))?;
     let (_, events) =

@@ -46,6 +46,7 @@ use crate::{
     frontend::{FrontEnd, Incoming},
     resources::Resource,
     route::{log_route_error, route, Metered},
+    sessions::Live,
     users::{self, Candidate, LoginError},
 };
 
@@ -109,6 +110,7 @@ impl FrontEnd for MysqlFront {
             client,
             session_id,
             resource,
+            live,
         } = incoming;
         let mut audit = SessionAudit::new(&self.dac.auditor, &session_id, &resource, client);
         let first = tokio::time::timeout(
@@ -129,7 +131,8 @@ impl FrontEnd for MysqlFront {
             Ok(Ok(Some(l))) => *l,
         };
         tracing::Span::current().record("user", login.identity.user.as_str());
-        self.session(login, &resource, &session_id, client, &audit)
+        live.set_user(&login.identity.user);
+        self.session(login, &resource, &session_id, client, &audit, &live)
             .await;
     }
 }
@@ -293,6 +296,7 @@ impl MysqlFront {
         session_id: &str,
         client: SocketAddr,
         audit: &SessionAudit,
+        live: &Live,
     ) {
         let who = c.identity.clone();
         let permit = match self.dac.policies.authorize(&who, &res.name) {
@@ -343,8 +347,9 @@ impl MysqlFront {
             }
         };
         tracing::Span::current().record("agent.name", agent.name.as_str());
+        live.set_agent(&agent.name);
         let started = Instant::now();
-        let mut upstream_io = Metered::new(stream, agent.clone());
+        let mut upstream_io = Metered::with_bytes(stream, agent.clone(), live.bytes.clone());
         audit.emit(EventKind::SessionOpen {
             agent: Some(agent.name.clone()),
             client_addr: client.to_string(),

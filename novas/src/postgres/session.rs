@@ -32,6 +32,7 @@ use crate::{
     frontend::{FrontEnd, Incoming},
     resources::Resource,
     route::{log_route_error, route, Metered},
+    sessions::Live,
     users::{self, Candidate, LoginError},
 };
 
@@ -73,6 +74,7 @@ impl FrontEnd for PostgresFront {
             client,
             session_id,
             resource,
+            live,
         } = incoming;
         let mut audit = SessionAudit::new(&self.dac.auditor, &session_id, &resource, client);
         let first =
@@ -91,7 +93,8 @@ impl FrontEnd for PostgresFront {
             Ok(Ok(First::Login(l))) => *l,
         };
         tracing::Span::current().record("user", login.identity.user.as_str());
-        self.session(login, &resource, &session_id, client, &audit)
+        live.set_user(&login.identity.user);
+        self.session(login, &resource, &session_id, client, &audit, &live)
             .await;
     }
 }
@@ -251,6 +254,7 @@ impl PostgresFront {
         session_id: &str,
         client: SocketAddr,
         audit: &SessionAudit,
+        live: &Live,
     ) {
         let who = login.identity.clone();
         let permit = match self.dac.policies.authorize(&who, &res.name) {
@@ -306,8 +310,9 @@ impl PostgresFront {
             }
         };
         tracing::Span::current().record("agent.name", agent.name.as_str());
+        live.set_agent(&agent.name);
         let started = Instant::now();
-        let mut upstream_io = Metered::new(stream, agent.clone());
+        let mut upstream_io = Metered::with_bytes(stream, agent.clone(), live.bytes.clone());
         let database = database_for(&login.startup, &login.identity, res, &account.username);
         audit.emit(EventKind::SessionOpen {
             agent: Some(agent.name.clone()),

@@ -50,6 +50,8 @@ pub struct ConnState {
     channels: AtomicU32,
     /// Offered public keys that are not registered: (user, fingerprints).
     key_rejections: Mutex<Option<(String, Vec<String>)>>,
+    /// This connection in the live-session registry.
+    pub live: Arc<crate::sessions::Live>,
 }
 
 impl ConnState {
@@ -58,6 +60,7 @@ impl ConnState {
         session_id: String,
         client: SocketAddr,
         span: tracing::Span,
+        live: Arc<crate::sessions::Live>,
     ) -> Self {
         Self {
             front,
@@ -72,6 +75,7 @@ impl ConnState {
             started: Instant::now(),
             channels: AtomicU32::new(0),
             key_rejections: Mutex::new(None),
+            live,
         }
     }
 
@@ -100,6 +104,7 @@ impl ConnState {
             match &a {
                 Access::Granted(g) => {
                     self.span.record("resource", g.resource.name.as_str());
+                    self.live.set_resource(&g.resource.name);
                 }
                 Access::Refused(r) => self.denied(r),
                 Access::Choose(_) => {}
@@ -256,11 +261,13 @@ impl ConnState {
                     &g.account,
                     &front.dac.registry,
                     &front.store,
+                    self.live.bytes.clone(),
                 )
                 .await
                 {
                     Ok(up) => {
                         self.span.record("agent.name", up.agent.name.as_str());
+                        self.live.set_agent(&up.agent.name);
                         let open = EventKind::SessionOpen {
                             agent: Some(up.agent.name.clone()),
                             client_addr: self.client.to_string(),

@@ -42,7 +42,12 @@ use tracing::Instrument;
 
 pub use error::SshError;
 
-use crate::{dac::Dac, resources::Resource, store::Store};
+use crate::{
+    dac::Dac,
+    resources::Resource,
+    sessions::{Live, Sessions},
+    store::Store,
+};
 
 /// The SSH front end's shared state.
 pub struct SshFront {
@@ -92,6 +97,7 @@ pub fn server_config(key: PrivateKey) -> ServerConfig {
 pub async fn serve(
     listener: TcpListener,
     front: Arc<SshFront>,
+    sessions: Arc<Sessions>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -111,9 +117,11 @@ pub async fn serve(
         // Counted like the other front ends' sessions (frontend.rs): from
         // accept to the end of the connection's task.
         let guard = crate::metrics::SessionGuard::new(tunnel_proto::StreamKind::Ssh);
+        let reg = sessions.open(&session_id, "ssh", None, client);
         tasks.spawn(
             async move {
-                handle(front, conn, client, session_id, stop).await;
+                handle(front, conn, client, session_id, reg.live.clone(), stop).await;
+                drop(reg);
                 drop(guard);
             }
             .instrument(span),
@@ -122,12 +130,14 @@ pub async fn serve(
 }
 
 /// Runs one client connection: the login under a deadline, then the
-/// session until the client leaves (or NOVAS shuts down).
+/// session until the client leaves (or NOVAS shuts down, or an
+/// administrator terminates it: `live`).
 async fn handle<S>(
     front: Arc<SshFront>,
     conn: S,
     client: SocketAddr,
     session_id: String,
+    live: Arc<Live>,
     shutdown: CancellationToken,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -139,6 +149,7 @@ async fn handle<S>(
         session_id,
         client,
         tracing::Span::current(),
+        live.clone(),
     ));
     let handler = session::Conn::new(state.clone(), authed.clone());
     let stream = deadline::Deadline::new(conn, kill.clone());
@@ -157,6 +168,7 @@ async fn handle<S>(
     let running = tokio::select! {
         r = russh::server::run_stream(front.config.clone(), stream, handler) => Some(r),
         _ = kill.cancelled() => None,
+        _ = live.cancelled() => None,
     };
     let outcome = match running {
         None => None,
@@ -177,6 +189,13 @@ async fn handle<S>(
                         .disconnect(russh::Disconnect::ByApplication, "NOVAS is shutting down".into(), String::new())
                         .await;
                     "NOVAS shut down".to_string()
+                }
+                _ = live.cancelled() => {
+                    let outcome = live.terminated_outcome().unwrap_or_else(|| "terminated".into());
+                    let _ = handle
+                        .disconnect(russh::Disconnect::ByApplication, outcome.clone(), String::new())
+                        .await;
+                    outcome
                 }
             })
         }

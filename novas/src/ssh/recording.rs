@@ -149,6 +149,80 @@ fn take_utf8(carry: &mut Vec<u8>, data: &[u8]) -> String {
     text
 }
 
+/// A recording in the recordings directory, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// The file name without [`SUFFIX`]: `<session id>-<channel number>`.
+    pub id: String,
+    /// The session the recording belongs to.
+    pub session_id: String,
+    /// Unix seconds at the start.
+    pub timestamp: i64,
+    pub title: Option<String>,
+    pub command: Option<String>,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
+}
+
+/// Whether `id` can name a recording file (no path tricks).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The recordings in `dir`, oldest first; a missing directory is empty.
+/// Files without a readable header are left out.
+pub fn list(dir: &Path) -> std::io::Result<Vec<Summary>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut rows = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(id) = name.strip_suffix(SUFFIX).filter(|id| valid_id(id)) else {
+            continue;
+        };
+        let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
+        let Some(h) = read_header(&entry.path()) else {
+            continue;
+        };
+        let session_id = id.rsplit_once('-').map_or(id, |(s, _)| s).to_string();
+        rows.push(Summary {
+            id: id.to_string(),
+            session_id,
+            timestamp: h.timestamp,
+            title: h.title,
+            command: h.command,
+            width: h.width,
+            height: h.height,
+            bytes,
+        });
+    }
+    rows.sort_by(|a, b| (a.timestamp, &a.id).cmp(&(b.timestamp, &b.id)));
+    Ok(rows)
+}
+
+/// The header line of a recording file, reading only that line.
+fn read_header(path: &Path) -> Option<Header> {
+    use std::io::{BufRead, Read};
+    let mut first = String::new();
+    std::io::BufReader::new(File::open(path).ok()?.take(64 * 1024))
+        .read_line(&mut first)
+        .ok()?;
+    serde_json::from_str(&first).ok()
+}
+
+/// The path of recording `id` in `dir`, if the id is valid.
+pub fn path_of(dir: &Path, id: &str) -> Option<PathBuf> {
+    valid_id(id).then(|| dir.join(format!("{id}{SUFFIX}")))
+}
+
 /// One parsed event of a recording.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -211,5 +285,12 @@ mod tests {
             Recorder::create(dir.path(), "s1", &h).is_err(),
             "never overwrites"
         );
+        std::fs::write(dir.path().join("junk.cast"), "not json\n").expect("write");
+        let listed = list(dir.path()).expect("list");
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!((listed[0].id.as_str(), listed[0].width), ("s1", 80));
+        assert!(list(&dir.path().join("missing")).expect("list").is_empty());
+        assert!(path_of(dir.path(), "../etc/passwd").is_none());
+        assert!(path_of(dir.path(), "a-1").is_some());
     }
 }

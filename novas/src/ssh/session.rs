@@ -84,6 +84,7 @@ impl Conn {
 
     fn logged_in(&self, identity: Identity) {
         self.state.span.record("user", identity.user.as_str());
+        self.state.live.set_user(&identity.user);
         let _ = self.state.identity.set(identity);
     }
 }
@@ -174,6 +175,7 @@ impl server::Handler for Conn {
         match &access {
             Access::Granted(g) => {
                 self.state.span.record("resource", g.resource.name.as_str());
+                self.state.live.set_resource(&g.resource.name);
                 tracing::info!(resource = %g.resource.name, login = %g.account.username, policy = %g.policy.name, "ssh login granted");
             }
             Access::Refused(reason) => {

@@ -72,13 +72,24 @@ resources:
 /// One connection served by the real handler; returns the client end.
 fn serve_one(front: &Arc<SshFront>) -> (tokio::io::DuplexStream, tokio::task::JoinHandle<()>) {
     let (a, b) = tokio::io::duplex(1 << 16);
-    let task = tokio::spawn(handle(
-        front.clone(),
-        b,
-        "127.0.0.1:40000".parse().expect("addr"),
-        "s-1".into(),
-        CancellationToken::new(),
+    let addr = "127.0.0.1:40000".parse().expect("addr");
+    let sessions = Arc::new(crate::sessions::Sessions::new(
+        "n".into(),
+        front.dac.auditor.clone(),
     ));
+    let front = front.clone();
+    let task = tokio::spawn(async move {
+        let reg = sessions.open("s-1", "ssh", None, addr);
+        handle(
+            front,
+            b,
+            addr,
+            "s-1".into(),
+            reg.live.clone(),
+            CancellationToken::new(),
+        )
+        .await;
+    });
     (a, task)
 }
 

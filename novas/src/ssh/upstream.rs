@@ -79,12 +79,12 @@ pub async fn connect(
     account: &Account,
     registry: &crate::registry::Registry,
     store: &Store,
+    counters: Arc<Counters>,
 ) -> Result<Upstream, SshError> {
     let (agent, stream) = route::route(session_id, res, registry).await.map_err(|e| {
         route::log_route_error(&e);
         SshError::Route(e)
     })?;
-    let counters = Arc::new(Counters::default());
     let stream = route::Metered::with_bytes(stream, agent.clone(), counters.clone());
     let refusal = Arc::new(Mutex::new(None));
     let handler = TargetKey {

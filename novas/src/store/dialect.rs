@@ -235,7 +235,42 @@ impl Dialect {
              created_by {key} NOT NULL, \
              created_at_ms BIGINT NOT NULL){opts}"
         );
-        vec![v1, vec![user_keys, host_keys], vec![policy_docs]]
+        // Version 4 (console): login sessions, shared by every NOVAS on
+        // the store so a load balancer may send requests to any of them.
+        let console_sessions = format!(
+            "CREATE TABLE IF NOT EXISTS console_sessions (\
+             id_hash VARCHAR(128) NOT NULL PRIMARY KEY, \
+             user_name {key} NOT NULL, \
+             csrf_token VARCHAR(128) NOT NULL, \
+             created_ms BIGINT NOT NULL, \
+             last_seen_ms BIGINT NOT NULL){opts}"
+        );
+        vec![
+            v1,
+            vec![user_keys, host_keys],
+            vec![policy_docs],
+            vec![console_sessions],
+        ]
+    }
+
+    pub fn insert_console_session(self) -> String {
+        self.sql("INSERT INTO console_sessions (id_hash, user_name, csrf_token, created_ms, last_seen_ms) VALUES (?, ?, ?, ?, ?)")
+    }
+
+    pub fn get_console_session(self) -> String {
+        self.sql("SELECT id_hash, user_name, csrf_token, created_ms, last_seen_ms FROM console_sessions WHERE id_hash = ?")
+    }
+
+    pub fn touch_console_session(self) -> String {
+        self.sql("UPDATE console_sessions SET last_seen_ms = ? WHERE id_hash = ?")
+    }
+
+    pub fn delete_console_session(self) -> String {
+        self.sql("DELETE FROM console_sessions WHERE id_hash = ?")
+    }
+
+    pub fn delete_stale_console_sessions(self) -> String {
+        self.sql("DELETE FROM console_sessions WHERE created_ms < ? OR last_seen_ms < ?")
     }
 
     pub fn latest_policy_version(self) -> String {

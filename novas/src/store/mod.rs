@@ -11,7 +11,9 @@
 //! - `users`, `events`: users and the audit trail.
 //! - `ssh`: users' SSH public keys and pinned target host keys (SAC).
 //! - `policies`: the policy document every node enforces, versioned.
+//! - `console`: the web console's login sessions.
 
+mod console;
 pub mod dialect;
 mod events;
 mod policies;
@@ -31,6 +33,7 @@ use sqlx::{
     AssertSqlSafe, Row,
 };
 
+pub use console::ConsoleSessionRecord;
 pub use dialect::{Dialect, SqlValue};
 pub use policies::{digest as policy_digest, PolicyDoc};
 pub use ssh::{HostKeyRecord, UserKeyRecord};
