@@ -88,6 +88,34 @@ pub enum EventKind {
         client_addr: String,
         reason: String,
     },
+    /// KAC: one Kubernetes API request (recorded when its response ends,
+    /// so a watch or an exec session is one event with its whole length).
+    KubeRequest {
+        client_addr: String,
+        /// `GET /api/v1/namespaces/default/pods?watch=true` (the path
+        /// inside the cluster, with its query: exec's command is there).
+        text: String,
+        /// get, list, watch, create, update, patch, delete, deletecollection;
+        /// `discovery` for /api, /apis, /version, /openapi.
+        verb: String,
+        api_group: String,
+        resource: String,
+        subresource: String,
+        namespace: String,
+        name: String,
+        decision: Decision,
+        policy: String,
+        /// The identity the agent impersonated: `user` and `groups`.
+        kube_user: String,
+        kube_groups: Vec<String>,
+        /// HTTP status sent to the client (101 for exec and port-forward).
+        status: u16,
+        bytes_up: u64,
+        bytes_down: u64,
+        duration_ms: u64,
+        agent: Option<String>,
+        error: Option<String>,
+    },
 }
 
 /// A policy decision on a statement.
@@ -109,6 +137,7 @@ pub enum EventType {
     LoginFailure,
     Command,
     AccessDenied,
+    KubeRequest,
 }
 
 impl Decision {
@@ -139,13 +168,14 @@ impl fmt::Display for Decision {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 7] = [
         EventType::SessionOpen,
         EventType::SessionClose,
         EventType::Statement,
         EventType::LoginFailure,
         EventType::Command,
         EventType::AccessDenied,
+        EventType::KubeRequest,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -156,6 +186,7 @@ impl EventType {
             EventType::LoginFailure => "login_failure",
             EventType::Command => "command",
             EventType::AccessDenied => "access_denied",
+            EventType::KubeRequest => "kube_request",
         }
     }
 }
@@ -190,28 +221,33 @@ impl EventKind {
             EventKind::LoginFailure { .. } => EventType::LoginFailure,
             EventKind::Command { .. } => EventType::Command,
             EventKind::AccessDenied { .. } => EventType::AccessDenied,
+            EventKind::KubeRequest { .. } => EventType::KubeRequest,
         }
     }
 
     pub fn decision(&self) -> Option<Decision> {
         match self {
-            EventKind::Statement { decision, .. } | EventKind::Command { decision, .. } => {
-                Some(*decision)
-            }
+            EventKind::Statement { decision, .. }
+            | EventKind::Command { decision, .. }
+            | EventKind::KubeRequest { decision, .. } => Some(*decision),
             _ => None,
         }
     }
 
     pub fn policy(&self) -> Option<&str> {
         match self {
-            EventKind::Statement { policy, .. } | EventKind::Command { policy, .. } => Some(policy),
+            EventKind::Statement { policy, .. }
+            | EventKind::Command { policy, .. }
+            | EventKind::KubeRequest { policy, .. } => Some(policy),
             _ => None,
         }
     }
 
     pub fn text(&self) -> Option<&str> {
         match self {
-            EventKind::Statement { text, .. } | EventKind::Command { text, .. } => Some(text),
+            EventKind::Statement { text, .. }
+            | EventKind::Command { text, .. }
+            | EventKind::KubeRequest { text, .. } => Some(text),
             _ => None,
         }
     }
@@ -315,6 +351,44 @@ impl AuditEvent {
             } => {
                 name(client_addr);
                 detail(reason);
+            }
+            EventKind::KubeRequest {
+                client_addr,
+                text,
+                verb,
+                api_group,
+                resource,
+                subresource,
+                namespace,
+                name: object,
+                policy,
+                kube_user,
+                kube_groups,
+                agent,
+                error,
+                ..
+            } => {
+                name(client_addr);
+                clean(text, CharLimit::Bytes(TEXT_MAX_BYTES));
+                for f in [
+                    verb,
+                    api_group,
+                    resource,
+                    subresource,
+                    namespace,
+                    object,
+                    policy,
+                    kube_user,
+                ] {
+                    name(f);
+                }
+                kube_groups.iter_mut().for_each(|g| name(g));
+                if let Some(a) = agent {
+                    name(a);
+                }
+                if let Some(e) = error {
+                    detail(e);
+                }
             }
             EventKind::Command {
                 channel,

@@ -203,6 +203,22 @@ fn summary(ev: &EventKind) -> String {
             Some(e) => format!("{channel}: {text}  [error: {e}]"),
             None => format!("{channel}: {text}"),
         },
+        EventKind::KubeRequest {
+            text,
+            status,
+            kube_user,
+            bytes_down,
+            duration_ms,
+            error,
+            ..
+        } => {
+            let mut s =
+                format!("{text} -> {status} as {kube_user}, {bytes_down} B, {duration_ms} ms");
+            if let Some(e) = error {
+                s.push_str(&format!("  [{e}]"));
+            }
+            s
+        }
     }
 }
 
@@ -217,6 +233,7 @@ pub fn table(events: &[AuditEvent]) -> String {
         .map(|e| {
             let kind = match &e.event {
                 EventKind::Statement { kind, .. } => format!("statement/{kind}"),
+                EventKind::KubeRequest { verb, .. } => format!("kube/{verb}"),
                 other => other.event_type().to_string(),
             };
             [

@@ -1,7 +1,8 @@
 //! Subcommands other than `serve`: `tunnels`, `audit`, `user`,
-//! `ssh-hostkey`, `recordings`, `fingerprint`.
+//! `ssh-hostkey`, `recordings`, `fingerprint`, `kubeconfig`.
 
 pub mod audit;
+pub mod kube;
 pub mod ssh;
 pub mod tunnels;
 pub mod user;

@@ -10,9 +10,11 @@
 //! - `schema`: versioned, idempotent migrations under a cross-process lock.
 //! - `users`, `events`: users and the audit trail.
 //! - `ssh`: users' SSH public keys and pinned target host keys (SAC).
+//! - `kube`: NOVAS-issued Kubernetes bearer tokens, stored hashed (KAC).
 
 pub mod dialect;
 mod events;
+mod kube;
 mod schema;
 mod ssh;
 pub mod url;
@@ -30,6 +32,7 @@ use sqlx::{
 };
 
 pub use dialect::{Dialect, SqlValue};
+pub use kube::KubeTokenRecord;
 pub use ssh::{HostKeyRecord, UserKeyRecord};
 pub use url::{redact, StoreUrl};
 pub use users::UserRecord;
