@@ -145,8 +145,8 @@ resources:
         let kube_port = ports::free_port();
         let mut cfg = NovasConfig::new(&dir, "novas", &new_token("agent"))
             .policies(POLICIES)
-            .user("alice", &["dev"], "alice-pw")
-            .user("bob", &[], "bob-pw")
+            .user("alice", &["dev"], "alice-password")
+            .user("bob", &[], "bob-password")
             .env("NOVAS_RESOURCES", &resources.display().to_string())
             .env("NOVAS_KUBE_PORT", &kube_port.to_string());
         cfg.bind = "0.0.0.0".into();
