@@ -423,7 +423,10 @@ mod tests {
                 },
                 "NOVAC_KUBECONFIG",
             ),
-            (|e| e.kube_cluster = Some("a b".into()), "NOVAC_KUBE_CLUSTER"),
+            (
+                |e| e.kube_cluster = Some("a b".into()),
+                "NOVAC_KUBE_CLUSTER",
+            ),
             (|e| e.server = None, "NOVAC_SERVER"),
             (|e| e.server = Some("nohost".into()), "NOVAC_SERVER"),
             (|e| e.token = None, "NOVAC_TOKEN"),

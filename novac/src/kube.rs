@@ -260,7 +260,10 @@ type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 fn client_identity(a: &::kube::config::AuthInfo) -> Result<Option<Identity>, KubeConfigError> {
     use base64::Engine;
     let cred = |m: String| KubeConfigError::Credentials(m);
-    let load = |data: Option<String>, file: &Option<String>, what: &str| -> Result<Option<Vec<u8>>, KubeConfigError> {
+    let load = |data: Option<String>,
+                file: &Option<String>,
+                what: &str|
+     -> Result<Option<Vec<u8>>, KubeConfigError> {
         match (data, file) {
             (Some(d), _) => base64::engine::general_purpose::STANDARD
                 .decode(d.trim())
@@ -272,7 +275,11 @@ fn client_identity(a: &::kube::config::AuthInfo) -> Result<Option<Identity>, Kub
             (None, None) => Ok(None),
         }
     };
-    let cert = load(a.client_certificate_data.clone(), &a.client_certificate, "client-certificate")?;
+    let cert = load(
+        a.client_certificate_data.clone(),
+        &a.client_certificate,
+        "client-certificate",
+    )?;
     let key = load(
         a.client_key_data
             .as_ref()
@@ -293,7 +300,8 @@ fn client_identity(a: &::kube::config::AuthInfo) -> Result<Option<Identity>, Kub
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert)
         .collect::<Result<_, _>>()
         .map_err(|e| cred(format!("client certificate PEM: {e}")))?;
-    let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| cred(format!("client key PEM: {e}")))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&key).map_err(|e| cred(format!("client key PEM: {e}")))?;
     Ok(Some((chain, key)))
 }
 
@@ -317,7 +325,9 @@ pub fn check_header(kube: Option<&KubeStream>) -> Result<(), String> {
     }
     for v in std::iter::once(&k.user).chain(&k.groups) {
         if HeaderValue::from_str(v).is_err() {
-            return Err(format!("impersonation value {v:?} is not a valid header value"));
+            return Err(format!(
+                "impersonation value {v:?} is not a valid header value"
+            ));
         }
     }
     Ok(())
@@ -373,7 +383,11 @@ fn outgoing_headers(
     Ok(h)
 }
 
-async fn forward(mut req: Request<Incoming>, target: &KubeTarget, who: &KubeStream) -> Response<Body> {
+async fn forward(
+    mut req: Request<Incoming>,
+    target: &KubeTarget,
+    who: &KubeStream,
+) -> Response<Body> {
     let path = req
         .uri()
         .path_and_query()
@@ -388,7 +402,13 @@ async fn forward(mut req: Request<Incoming>, target: &KubeTarget, who: &KubeStre
     };
     let uri: Uri = match format!("{}{path}", target.prefix).parse() {
         Ok(u) => u,
-        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &format!("bad path: {e}")),
+        Err(e) => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("bad path: {e}"),
+            )
+        }
     };
     let from_novas = hyper::upgrade::on(&mut req);
     let (parts, body) = req.into_parts();
@@ -401,7 +421,10 @@ async fn forward(mut req: Request<Incoming>, target: &KubeTarget, who: &KubeStre
         status(
             StatusCode::BAD_GATEWAY,
             "ServiceUnavailable",
-            &format!("NOVAC cannot reach the API server of cluster {}: {e}", target.cluster),
+            &format!(
+                "NOVAC cannot reach the API server of cluster {}: {e}",
+                target.cluster
+            ),
         )
     };
     let io = match target.connect().await {
@@ -486,9 +509,15 @@ mod tests {
     #[test]
     fn client_credentials_and_impersonation_are_replaced() {
         let mut h = HeaderMap::new();
-        h.insert("authorization", HeaderValue::from_static("Bearer user-token"));
+        h.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer user-token"),
+        );
         h.insert("impersonate-user", HeaderValue::from_static("system:admin"));
-        h.append("impersonate-group", HeaderValue::from_static("system:masters"));
+        h.append(
+            "impersonate-group",
+            HeaderValue::from_static("system:masters"),
+        );
         h.insert("impersonate-extra-scopes", HeaderValue::from_static("x"));
         h.insert("impersonate-uid", HeaderValue::from_static("0"));
         h.insert("host", HeaderValue::from_static("novas:6443"));
@@ -522,7 +551,9 @@ mod tests {
         };
         assert!(check_header(Some(&k(1, "dev", &["g"]))).is_ok());
         assert!(check_header(None).is_err());
-        assert!(check_header(Some(&k(2, "dev", &[]))).expect_err("v2").contains("version 2"));
+        assert!(check_header(Some(&k(2, "dev", &[])))
+            .expect_err("v2")
+            .contains("version 2"));
         assert!(check_header(Some(&k(1, "", &[]))).is_err());
         assert!(check_header(Some(&k(1, "a\nb", &[]))).is_err());
         assert!(check_header(Some(&k(1, "a", &["x\r\ny: z"]))).is_err());
@@ -536,9 +567,15 @@ mod tests {
         std::fs::write(&path, "first\n").expect("write");
         let mut t = target(None);
         t.credential = Credential::TokenFile(path.clone());
-        assert_eq!(t.authorization().expect("auth").expect("some"), "Bearer first");
+        assert_eq!(
+            t.authorization().expect("auth").expect("some"),
+            "Bearer first"
+        );
         std::fs::write(&path, "rotated").expect("write");
-        assert_eq!(t.authorization().expect("auth").expect("some"), "Bearer rotated");
+        assert_eq!(
+            t.authorization().expect("auth").expect("some"),
+            "Bearer rotated"
+        );
         std::fs::write(&path, "").expect("write");
         assert!(t.authorization().expect_err("empty").contains("empty"));
         let _ = std::fs::remove_dir_all(&dir);

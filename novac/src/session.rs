@@ -103,7 +103,10 @@ pub async fn serve(mut stream: TunnelStream, ctx: &SessionCtx) {
 /// A kubernetes stream: check the header, answer, then serve HTTP on it.
 async fn serve_kube(mut stream: TunnelStream, open: StreamOpen, ctx: &SessionCtx) {
     let checked = match &ctx.kube {
-        None => Err("this agent does not serve kubernetes streams (NOVAC_KUBE_CLUSTER is unset)".to_string()),
+        None => Err(
+            "this agent does not serve kubernetes streams (NOVAC_KUBE_CLUSTER is unset)"
+                .to_string(),
+        ),
         Some(t) => crate::kube::check_header(open.kube.as_ref()).map(|()| t.clone()),
     };
     let target = match checked {

@@ -91,9 +91,12 @@ async fn connect_and_serve(
             .await
             .map_err(|e| format!("cannot open control stream: {e}"))?;
         let (mut rd, mut wr) = tokio::io::split(control);
-        let heartbeat = tokio::time::timeout(REGISTER_TIMEOUT, register(cfg, &ctx.capabilities(), &mut rd, &mut wr))
-            .await
-            .map_err(|_| "no answer to registration in time".to_string())??;
+        let heartbeat = tokio::time::timeout(
+            REGISTER_TIMEOUT,
+            register(cfg, &ctx.capabilities(), &mut rd, &mut wr),
+        )
+        .await
+        .map_err(|_| "no answer to registration in time".to_string())??;
         Ok::<_, String>((tunnel, rd, wr, heartbeat))
     };
     let (mut tunnel, rd, wr, heartbeat) = tokio::select! {

@@ -131,10 +131,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         tokio_rustls::TlsAcceptor::from(tls::server_config_alpn(identity.clone(), &[])?);
     // kubectl over HTTP/1.1 only: exec and port-forward upgrades do not
     // exist in HTTP/2.
-    let kube_tls = tokio_rustls::TlsAcceptor::from(tls::server_config_alpn(
-        identity.clone(),
-        &[b"http/1.1"],
-    )?);
+    let kube_tls =
+        tokio_rustls::TlsAcceptor::from(tls::server_config_alpn(identity.clone(), &[b"http/1.1"])?);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(identity)?);
     let registry = Arc::new(registry::Registry::new(cfg.node_name.clone()));
     let tasks = TaskTracker::new();
@@ -226,9 +224,15 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             store.clone(),
             kube_resources,
             kube_tls,
+            ssh::recordings_dir(&cfg.data_dir),
         ));
         kube_addr = Some(addr);
-        tasks.spawn(kube::serve(listener, front, tasks.clone(), shutdown.clone()));
+        tasks.spawn(kube::serve(
+            listener,
+            front,
+            tasks.clone(),
+            shutdown.clone(),
+        ));
     }
     for (listener, res) in resource_listeners {
         tracing::info!(resource = %res.name, kind = res.kind.as_str(), port = res.listen_port, target = %res.target, "resource listening");

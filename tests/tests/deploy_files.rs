@@ -201,6 +201,7 @@ fn compose_novas() {
     assert_eq!(container_of("80"), env["NOVAS_HTTP_PORT"], "HTTP port");
     assert_eq!(container_of("9022"), env["NOVAS_AGENT_PORT"], "agent port");
     assert_eq!(container_of("2222"), "2222", "SSH front end");
+    assert_eq!(container_of("6443"), "6443", "Kubernetes API front end");
     assert_eq!(container_of("40000-41000"), "40000-41000", "resource range");
     // The data dir is a volume.
     let data_dir = &env["NOVAS_DATA_DIR"];
@@ -545,7 +546,10 @@ fn every_k8s_file_is_checked_and_rbac_is_least_privilege() {
         // RBAC lives in one file, checked below; nowhere else.
         for kind in ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] {
             if f != "k8s/novac-kac-rbac.yaml" {
-                assert!(m.of_kind(kind).is_empty(), "{f}: {kind} outside novac-kac-rbac.yaml");
+                assert!(
+                    m.of_kind(kind).is_empty(),
+                    "{f}: {kind} outside novac-kac-rbac.yaml"
+                );
             }
         }
     }
@@ -565,16 +569,23 @@ fn every_k8s_file_is_checked_and_rbac_is_least_privilege() {
         assert_eq!(strings(at(r, &["apiGroups"])), [""], "{r:?}");
         assert!(r.get("nonResourceURLs").is_none(), "{r:?}");
         let names = strings(at(r, &["resourceNames"]));
-        assert!(!names.is_empty(), "impersonate without resourceNames is anyone: {r:?}");
         assert!(
-            names.iter().all(|n| !n.contains('*') && !n.starts_with("system:")),
+            !names.is_empty(),
+            "impersonate without resourceNames is anyone: {r:?}"
+        );
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.contains('*') && !n.starts_with("system:")),
             "{names:?}"
         );
         for res in strings(at(r, &["resources"])) {
             match res.as_str() {
                 "users" => users.extend(names.iter().cloned()),
                 "groups" => groups.extend(names.iter().cloned()),
-                other => panic!("the KAC role may impersonate users and groups only, not {other:?}"),
+                other => {
+                    panic!("the KAC role may impersonate users and groups only, not {other:?}")
+                }
             }
         }
     }
@@ -594,7 +605,11 @@ fn every_k8s_file_is_checked_and_rbac_is_least_privilege() {
     for f in ["k8s/novac-deployment.yaml", "k8s/novac-deployment-ha.yaml"] {
         let d = Manifest::load(f);
         let dep = d.deployment();
-        assert_eq!(str_at(dep, &["spec", "template", "spec", "serviceAccountName"]), sa, "{f}");
+        assert_eq!(
+            str_at(dep, &["spec", "template", "spec", "serviceAccountName"]),
+            sa,
+            "{f}"
+        );
         assert_eq!(str_at(dep, &["metadata", "namespace"]), ns, "{f}");
     }
     // Exactly the identities the example policies impersonate: the cluster
@@ -607,9 +622,18 @@ fn every_k8s_file_is_checked_and_rbac_is_least_privilege() {
             want_groups.extend(strings(at(k, &["groups"])));
         }
     }
-    assert!(!want_users.is_empty(), "examples/policies.yaml maps no kubernetes identity");
-    assert_eq!(users, want_users, "impersonable users vs examples/policies.yaml");
-    assert_eq!(groups, want_groups, "impersonable groups vs examples/policies.yaml");
+    assert!(
+        !want_users.is_empty(),
+        "examples/policies.yaml maps no kubernetes identity"
+    );
+    assert_eq!(
+        users, want_users,
+        "impersonable users vs examples/policies.yaml"
+    );
+    assert_eq!(
+        groups, want_groups,
+        "impersonable groups vs examples/policies.yaml"
+    );
 }
 
 // ---- Dockerfile --------------------------------------------------------

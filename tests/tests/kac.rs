@@ -151,9 +151,7 @@ resources:
             .env("NOVAS_KUBE_PORT", &kube_port.to_string());
         cfg.bind = "0.0.0.0".into();
         let mut novas = Novas::start(&dir, "novas", cfg);
-        let kube_line = novas
-            .proc
-            .wait_stdout_line("kube:", Duration::from_secs(5));
+        let kube_line = novas.proc.wait_stdout_line("kube:", Duration::from_secs(5));
         assert!(kube_line.ends_with(&format!(":{kube_port}")), "{kube_line}");
 
         let name = format!("kac-agent-{}", unique_suffix());
@@ -207,7 +205,9 @@ resources:
         ]);
         assert!(out.status.success(), "novas kubeconfig: {}", out.stderr);
         assert!(out.stdout.contains("novak_"), "{}", out.stdout);
-        let path = self.dir.join(&format!("kubeconfig-{user}-{}", random_hex(3)));
+        let path = self
+            .dir
+            .join(&format!("kubeconfig-{user}-{}", random_hex(3)));
         std::fs::write(&path, &out.stdout).expect("write kubeconfig");
         path
     }
@@ -331,7 +331,10 @@ fn wait_line(rx: &mpsc::Receiver<String>, needle: &str, seen: &mut Vec<String>) 
 /// Nothing new within `d`: the stream is waiting, not finished.
 fn assert_quiet(rx: &mpsc::Receiver<String>, d: Duration, not: &str, seen: &[String]) {
     if let Ok(l) = rx.recv_timeout(d) {
-        assert!(!l.contains(not), "{not:?} arrived before it was produced: {seen:?} + {l}");
+        assert!(
+            !l.contains(not),
+            "{not:?} arrived before it was produced: {seen:?} + {l}"
+        );
     }
 }
 
@@ -343,7 +346,10 @@ fn kubectl_get_watch_logs_exec_through_the_tunnel() {
     // get pods: discovery then the Table list, through NOVAS and NOVAC.
     let pods = kac.kubectl_ok(&alice, &["get", "pods", "-n", "default"]);
     assert!(pods.contains("NAME") && pods.contains("web-1"), "{pods}");
-    let pod = kac.kubectl_ok(&alice, &["get", "pod", "web-1", "-n", "default", "-o", "json"]);
+    let pod = kac.kubectl_ok(
+        &alice,
+        &["get", "pod", "web-1", "-n", "default", "-o", "json"],
+    );
     let v: Value = serde_json::from_str(&pod).expect("pod json");
     assert_eq!(v["spec"]["containers"][0]["name"], "app");
 
@@ -355,13 +361,20 @@ fn kubectl_get_watch_logs_exec_through_the_tunnel() {
         .find(|r| r["path"] == "/api/v1/namespaces/default/pods")
         .expect("the list reached the API server");
     assert_eq!(list["authorized"], true, "{list}");
-    assert_eq!(list["impersonate"]["impersonate-user"], serde_json::json!(["nova:alice"]));
+    assert_eq!(
+        list["impersonate"]["impersonate-user"],
+        serde_json::json!(["nova:alice"])
+    );
     assert_eq!(
         list["impersonate"]["impersonate-group"],
         serde_json::json!(["nova-dev", "nova-all"])
     );
     for r in &reqs {
-        assert_eq!(r["impersonate"]["impersonate-user"], serde_json::json!(["nova:alice"]), "{r}");
+        assert_eq!(
+            r["impersonate"]["impersonate-user"],
+            serde_json::json!(["nova:alice"]),
+            "{r}"
+        );
     }
 
     // A user cannot choose whom to impersonate: kubectl --as / --as-group
@@ -369,12 +382,25 @@ fn kubectl_get_watch_logs_exec_through_the_tunnel() {
     let before = kac.api_requests().len();
     kac.kubectl_ok(
         &alice,
-        &["get", "pods", "-n", "default", "--as", "system:admin", "--as-group", "system:masters"],
+        &[
+            "get",
+            "pods",
+            "-n",
+            "default",
+            "--as",
+            "system:admin",
+            "--as-group",
+            "system:masters",
+        ],
     );
     let after = kac.api_requests();
     assert!(after.len() > before);
     for r in &after[before..] {
-        assert_eq!(r["impersonate"]["impersonate-user"], serde_json::json!(["nova:alice"]), "{r}");
+        assert_eq!(
+            r["impersonate"]["impersonate-user"],
+            serde_json::json!(["nova:alice"]),
+            "{r}"
+        );
         let groups = r["impersonate"]["impersonate-group"].to_string();
         assert!(!groups.contains("system:masters"), "{r}");
         assert!(r["impersonate"].get("impersonate-uid").is_none(), "{r}");
@@ -394,7 +420,10 @@ fn kubectl_get_watch_logs_exec_through_the_tunnel() {
     assert_quiet(&rx, Duration::from_secs(1), "watch-b", &seen);
     kac.trigger("watch-2");
     wait_line(&rx, "watch-b", &mut seen);
-    assert!(watch.try_wait().expect("try_wait").is_none(), "watch ended early: {seen:?}");
+    assert!(
+        watch.try_wait().expect("try_wait").is_none(),
+        "watch ended early: {seen:?}"
+    );
     let _ = watch.kill();
     let _ = watch.wait();
 
@@ -411,19 +440,28 @@ fn kubectl_get_watch_logs_exec_through_the_tunnel() {
     assert_quiet(&rx, Duration::from_secs(1), "line 2", &seen);
     kac.trigger("log-2");
     wait_line(&rx, "web-1 log line 2", &mut seen);
-    assert!(logs.try_wait().expect("try_wait").is_none(), "logs -f ended early");
+    assert!(
+        logs.try_wait().expect("try_wait").is_none(),
+        "logs -f ended early"
+    );
     let _ = logs.kill();
     let _ = logs.wait();
 
     // exec over WebSocket (the upgrade passes through NOVAS and NOVAC).
-    let out = kac.kubectl_ok(&alice, &["exec", "web-1", "-n", "default", "--", "echo", "hi"]);
+    let out = kac.kubectl_ok(
+        &alice,
+        &["exec", "web-1", "-n", "default", "--", "echo", "hi"],
+    );
     assert_eq!(out, "hi\n");
     let exec = kac
         .api_requests()
         .into_iter()
         .find(|r| r["path"] == "/api/v1/namespaces/default/pods/web-1/exec")
         .expect("exec reached the API server");
-    assert_eq!(exec["impersonate"]["impersonate-user"], serde_json::json!(["nova:alice"]));
+    assert_eq!(
+        exec["impersonate"]["impersonate-user"],
+        serde_json::json!(["nova:alice"])
+    );
 
     // Audited: the watch with its verb, the exec with its command and 101.
     let w = kac.audit_find("the watch in the audit", |e| {
@@ -441,9 +479,41 @@ fn kubectl_get_watch_logs_exec_through_the_tunnel() {
     });
     assert_eq!(x["event"]["status"], 101, "{x}");
     assert_eq!(x["event"]["verb"], "create");
-    assert!(x["event"]["text"].as_str().unwrap_or("").contains("command=echo"), "{x}");
+    assert!(
+        x["event"]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("command=echo"),
+        "{x}"
+    );
+    // The exec session is recorded like an SSH session (asciicast v2).
+    let id = x["event"]["recording"]
+        .as_str()
+        .expect("exec recording id")
+        .to_string();
+    let cast = std::fs::read_to_string(
+        kac.novas
+            .cfg
+            .data_dir
+            .join("recordings")
+            .join(format!("{id}.cast")),
+    )
+    .expect("read the exec recording");
+    let mut lines = cast.lines();
+    let header: Value = serde_json::from_str(lines.next().unwrap_or("")).expect("cast header");
+    assert_eq!(header["command"], "echo hi", "{cast}");
+    assert!(
+        lines.any(|l| l.contains("\"o\"") && l.contains("hi\\n")),
+        "no output event with hi: {cast}"
+    );
+    let listed = kac.cli(&["recordings", "list"]);
+    assert!(listed.stdout.contains(&id), "{}", listed.stdout);
     let table = kac.cli(&["audit", "--kind", "kube_request", "--user", "alice"]);
-    assert!(table.status.success() && table.stdout.contains("kube/watch"), "{}", table.stdout);
+    assert!(
+        table.status.success() && table.stdout.contains("kube/watch"),
+        "{}",
+        table.stdout
+    );
 
     // The agent re-reads its token file: rotate the service-account token
     // on both sides and the next request still works.
@@ -468,22 +538,30 @@ fn denied_requests_are_forbidden_with_the_policy_name_and_audited() {
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains("denied by policy \"dev-pods\""), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("denied by policy \"dev-pods\""),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("kube-system"), "{}", out.stderr);
 
     // A verb outside the policy.
     let out = kac.kubectl(&alice, &["delete", "pod", "web-1", "-n", "default"]);
     assert!(!out.status.success(), "{}", out.stdout);
     assert!(out.stderr.contains("cannot delete"), "{}", out.stderr);
-    assert!(out.stderr.contains("denied by policy \"dev-pods\""), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("denied by policy \"dev-pods\""),
+        "{}",
+        out.stderr
+    );
 
     // Neither reached the cluster.
     let after = kac.api_requests();
     assert!(
         !after[before..].iter().any(|r| r["path"]
             .as_str()
-            .is_some_and(|p| p.contains("kube-system") || p.ends_with("/pods/web-1")
-                && r["method"] == "DELETE")),
+            .is_some_and(|p| p.contains("kube-system")
+                || p.ends_with("/pods/web-1") && r["method"] == "DELETE")),
         "a denied request reached the API server: {:?}",
         &after[before..]
     );
@@ -504,14 +582,22 @@ fn denied_requests_are_forbidden_with_the_policy_name_and_audited() {
     let bob = kac.kubeconfig("bob", "prod", "1h");
     let out = kac.kubectl(&bob, &["get", "pods", "-n", "default"]);
     assert!(!out.status.success());
-    assert!(out.stderr.contains("no policy grants user \"bob\""), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no policy grants user \"bob\""),
+        "{}",
+        out.stderr
+    );
 
     // The agent is gone: a clear error, not a hang.
     let mut kac = kac;
     kac.agent.kill();
     let out = kac.kubectl(&alice, &["get", "pods", "-n", "default"]);
     assert!(!out.status.success());
-    assert!(out.stderr.contains("cannot reach cluster"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot reach cluster"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -544,7 +630,13 @@ fn unknown_expired_and_misbound_tokens_get_401() {
     assert_eq!(code, 401, "{body}");
     assert_eq!(body["kind"], "Status");
     assert_eq!(body["reason"], "Unauthorized");
-    assert!(body["message"].as_str().unwrap_or("").contains("not one NOVAS issued"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not one NOVAS issued"),
+        "{body}"
+    );
     let (code, body) = kac.raw_get(base, "");
     assert_eq!(code, 401, "{body}");
 
@@ -556,16 +648,29 @@ fn unknown_expired_and_misbound_tokens_get_401() {
     let short_token = std::fs::read_to_string(&short)
         .expect("read")
         .lines()
-        .find_map(|l| l.trim().strip_prefix("token: ").map(|t| t.trim().to_string()))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("token: ")
+                .map(|t| t.trim().to_string())
+        })
         .expect("token");
     let (code, body) = kac.raw_get(base, &short_token);
     assert_eq!(code, 401, "{body}");
-    assert!(body["message"].as_str().unwrap_or("").contains("expired"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("expired"),
+        "{body}"
+    );
 
     // A token for one cluster does not open another.
     let (code, body) = kac.raw_get("/clusters/other/api/v1/namespaces/default/pods", &token);
     assert_eq!(code, 401, "{body}");
-    assert!(body["message"].as_str().unwrap_or("").contains("issued for cluster \"prod\""), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("issued for cluster \"prod\""),
+        "{body}"
+    );
     // The valid one works, and nothing above reached the cluster as alice
     // but the valid request.
     let (code, body) = kac.raw_get(base, &token);

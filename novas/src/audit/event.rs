@@ -88,34 +88,43 @@ pub enum EventKind {
         client_addr: String,
         reason: String,
     },
-    /// KAC: one Kubernetes API request (recorded when its response ends,
-    /// so a watch or an exec session is one event with its whole length).
-    KubeRequest {
-        client_addr: String,
-        /// `GET /api/v1/namespaces/default/pods?watch=true` (the path
-        /// inside the cluster, with its query: exec's command is there).
-        text: String,
-        /// get, list, watch, create, update, patch, delete, deletecollection;
-        /// `discovery` for /api, /apis, /version, /openapi.
-        verb: String,
-        api_group: String,
-        resource: String,
-        subresource: String,
-        namespace: String,
-        name: String,
-        decision: Decision,
-        policy: String,
-        /// The identity the agent impersonated: `user` and `groups`.
-        kube_user: String,
-        kube_groups: Vec<String>,
-        /// HTTP status sent to the client (101 for exec and port-forward).
-        status: u16,
-        bytes_up: u64,
-        bytes_down: u64,
-        duration_ms: u64,
-        agent: Option<String>,
-        error: Option<String>,
-    },
+    /// KAC: one Kubernetes API request ([`KubeRequest`]).
+    KubeRequest(Box<KubeRequest>),
+}
+
+/// KAC: one Kubernetes API request (recorded when its response ends, so a
+/// watch or an exec session is one event with its whole length). Boxed in
+/// [`EventKind::KubeRequest`]: it is the largest event by far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubeRequest {
+    pub client_addr: String,
+    /// `GET /api/v1/namespaces/default/pods?watch=true` (the path
+    /// inside the cluster, with its query: exec's command is there).
+    pub text: String,
+    /// get, list, watch, create, update, patch, delete, deletecollection;
+    /// `discovery` for /api, /apis, /version, /openapi.
+    pub verb: String,
+    pub api_group: String,
+    pub resource: String,
+    pub subresource: String,
+    pub namespace: String,
+    pub name: String,
+    pub decision: Decision,
+    pub policy: String,
+    /// The identity the agent impersonated: `user` and `groups`.
+    pub kube_user: String,
+    pub kube_groups: Vec<String>,
+    /// HTTP status sent to the client (101 for exec and port-forward).
+    pub status: u16,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub duration_ms: u64,
+    pub agent: Option<String>,
+    pub error: Option<String>,
+    /// Exec and attach: the asciicast recording's id
+    /// (`novas recordings play ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
 }
 
 /// A policy decision on a statement.
@@ -221,33 +230,32 @@ impl EventKind {
             EventKind::LoginFailure { .. } => EventType::LoginFailure,
             EventKind::Command { .. } => EventType::Command,
             EventKind::AccessDenied { .. } => EventType::AccessDenied,
-            EventKind::KubeRequest { .. } => EventType::KubeRequest,
+            EventKind::KubeRequest(_) => EventType::KubeRequest,
         }
     }
 
     pub fn decision(&self) -> Option<Decision> {
         match self {
-            EventKind::Statement { decision, .. }
-            | EventKind::Command { decision, .. }
-            | EventKind::KubeRequest { decision, .. } => Some(*decision),
+            EventKind::Statement { decision, .. } | EventKind::Command { decision, .. } => {
+                Some(*decision)
+            }
+            EventKind::KubeRequest(k) => Some(k.decision),
             _ => None,
         }
     }
 
     pub fn policy(&self) -> Option<&str> {
         match self {
-            EventKind::Statement { policy, .. }
-            | EventKind::Command { policy, .. }
-            | EventKind::KubeRequest { policy, .. } => Some(policy),
+            EventKind::Statement { policy, .. } | EventKind::Command { policy, .. } => Some(policy),
+            EventKind::KubeRequest(k) => Some(&k.policy),
             _ => None,
         }
     }
 
     pub fn text(&self) -> Option<&str> {
         match self {
-            EventKind::Statement { text, .. }
-            | EventKind::Command { text, .. }
-            | EventKind::KubeRequest { text, .. } => Some(text),
+            EventKind::Statement { text, .. } | EventKind::Command { text, .. } => Some(text),
+            EventKind::KubeRequest(k) => Some(&k.text),
             _ => None,
         }
     }
@@ -352,22 +360,24 @@ impl AuditEvent {
                 name(client_addr);
                 detail(reason);
             }
-            EventKind::KubeRequest {
-                client_addr,
-                text,
-                verb,
-                api_group,
-                resource,
-                subresource,
-                namespace,
-                name: object,
-                policy,
-                kube_user,
-                kube_groups,
-                agent,
-                error,
-                ..
-            } => {
+            EventKind::KubeRequest(k) => {
+                let KubeRequest {
+                    client_addr,
+                    text,
+                    verb,
+                    api_group,
+                    resource,
+                    subresource,
+                    namespace,
+                    name: object,
+                    policy,
+                    kube_user,
+                    kube_groups,
+                    agent,
+                    error,
+                    recording,
+                    ..
+                } = &mut **k;
                 name(client_addr);
                 clean(text, CharLimit::Bytes(TEXT_MAX_BYTES));
                 for f in [
@@ -382,9 +392,9 @@ impl AuditEvent {
                 ] {
                     name(f);
                 }
-                kube_groups.iter_mut().for_each(|g| name(g));
-                if let Some(a) = agent {
-                    name(a);
+                kube_groups.iter_mut().for_each(&name);
+                for f in [agent, recording].into_iter().flatten() {
+                    name(f);
                 }
                 if let Some(e) = error {
                     detail(e);

@@ -203,18 +203,15 @@ fn summary(ev: &EventKind) -> String {
             Some(e) => format!("{channel}: {text}  [error: {e}]"),
             None => format!("{channel}: {text}"),
         },
-        EventKind::KubeRequest {
-            text,
-            status,
-            kube_user,
-            bytes_down,
-            duration_ms,
-            error,
-            ..
-        } => {
-            let mut s =
-                format!("{text} -> {status} as {kube_user}, {bytes_down} B, {duration_ms} ms");
-            if let Some(e) = error {
+        EventKind::KubeRequest(k) => {
+            let mut s = format!(
+                "{} -> {} as {}, {} B, {} ms",
+                k.text, k.status, k.kube_user, k.bytes_down, k.duration_ms
+            );
+            if let Some(r) = &k.recording {
+                s.push_str(&format!(", recording {r}"));
+            }
+            if let Some(e) = &k.error {
                 s.push_str(&format!("  [{e}]"));
             }
             s
@@ -233,7 +230,7 @@ pub fn table(events: &[AuditEvent]) -> String {
         .map(|e| {
             let kind = match &e.event {
                 EventKind::Statement { kind, .. } => format!("statement/{kind}"),
-                EventKind::KubeRequest { verb, .. } => format!("kube/{verb}"),
+                EventKind::KubeRequest(k) => format!("kube/{}", k.verb),
                 other => other.event_type().to_string(),
             };
             [

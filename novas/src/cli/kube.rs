@@ -86,8 +86,8 @@ async fn run(store: &Store, args: &KubeconfigArgs, dir: &std::path::Path) -> any
         bail!("user {:?} is disabled", args.user);
     }
     if let Some(path) = env_var("NOVAS_RESOURCES") {
-        let resources = crate::resources::load(std::path::Path::new(&path))
-            .context("NOVAS_RESOURCES")?;
+        let resources =
+            crate::resources::load(std::path::Path::new(&path)).context("NOVAS_RESOURCES")?;
         if !resources
             .iter()
             .any(|r| r.name == cluster && r.kind == tunnel_proto::StreamKind::Kubernetes)
@@ -188,7 +188,10 @@ mod tests {
             v["clusters"][0]["cluster"]["server"],
             "https://novas:6443/clusters/prod"
         );
-        assert_eq!(v["clusters"][0]["cluster"]["certificate-authority-data"], "UEVN");
+        assert_eq!(
+            v["clusters"][0]["cluster"]["certificate-authority-data"],
+            "UEVN"
+        );
         assert_eq!(v["users"][0]["user"]["token"], "novak_t");
     }
 }

@@ -6,10 +6,12 @@
 //! - [`auth`]: NOVAS-issued bearer tokens (stored hashed, with expiry).
 //! - [`policy`]: the policies' `kubernetes:` rules and impersonation.
 //! - [`proxy`]: one request through the tunnel, with its audit event.
+//! - [`exec`]: exec sessions recorded as asciicast, like SSH sessions.
 //! - [`status`]: Kubernetes `Status` responses kubectl prints.
 
 pub mod attrs;
 pub mod auth;
+pub mod exec;
 pub mod policy;
 pub mod proxy;
 pub mod status;
@@ -43,6 +45,8 @@ pub struct KubeFront {
     /// Kubernetes resources by name (the `/clusters/<name>` segment).
     pub clusters: HashMap<String, Arc<Resource>>,
     pub tls: tokio_rustls::TlsAcceptor,
+    /// Where exec recordings go (the SSH recordings directory).
+    pub recordings: std::path::PathBuf,
 }
 
 impl KubeFront {
@@ -51,10 +55,12 @@ impl KubeFront {
         store: Store,
         resources: Vec<Resource>,
         tls: tokio_rustls::TlsAcceptor,
+        recordings: std::path::PathBuf,
     ) -> Self {
         Self {
             dac,
             store,
+            recordings,
             clusters: resources
                 .into_iter()
                 .map(|r| (r.name.clone(), Arc::new(r)))
@@ -71,7 +77,9 @@ impl KubeFront {
     ) {
         let tls = match tokio::time::timeout(TLS_TIMEOUT, self.tls.accept(tcp)).await {
             Ok(Ok(t)) => t,
-            Ok(Err(e)) => return tracing::info!(error = %e, "kubernetes client TLS handshake failed"),
+            Ok(Err(e)) => {
+                return tracing::info!(error = %e, "kubernetes client TLS handshake failed")
+            }
             Err(_) => return tracing::info!("kubernetes client TLS handshake timed out"),
         };
         let front = self.clone();
@@ -96,7 +104,9 @@ impl KubeFront {
         };
         match result {
             Ok(()) => tracing::debug!("kubernetes client connection closed"),
-            Err(e) => tracing::info!(error = %e, "kubernetes client connection ended with an error"),
+            Err(e) => {
+                tracing::info!(error = %e, "kubernetes client connection ended with an error")
+            }
         }
     }
 }

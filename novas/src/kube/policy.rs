@@ -282,21 +282,87 @@ policies:
         let ops = rules(1);
         for (rules, method, path, query, allowed) in [
             (&dev, "GET", "/api/v1/namespaces/default/pods", "", true),
-            (&dev, "GET", "/api/v1/namespaces/default/pods", "watch=true", true),
+            (
+                &dev,
+                "GET",
+                "/api/v1/namespaces/default/pods",
+                "watch=true",
+                true,
+            ),
             (&dev, "GET", "/api/v1/namespaces/team-a/pods/x", "", true),
-            (&dev, "GET", "/api/v1/namespaces/default/pods/x/log", "follow=true", true),
-            (&dev, "GET", "/api/v1/namespaces/kube-system/pods", "", false),
-            (&dev, "DELETE", "/api/v1/namespaces/default/pods/x", "", false),
+            (
+                &dev,
+                "GET",
+                "/api/v1/namespaces/default/pods/x/log",
+                "follow=true",
+                true,
+            ),
+            (
+                &dev,
+                "GET",
+                "/api/v1/namespaces/kube-system/pods",
+                "",
+                false,
+            ),
+            (
+                &dev,
+                "DELETE",
+                "/api/v1/namespaces/default/pods/x",
+                "",
+                false,
+            ),
             (&dev, "GET", "/api/v1/namespaces/default/secrets", "", false),
-            (&dev, "GET", "/apis/apps/v1/namespaces/default/pods", "", false),
+            (
+                &dev,
+                "GET",
+                "/apis/apps/v1/namespaces/default/pods",
+                "",
+                false,
+            ),
             (&dev, "GET", "/api/v1/pods", "", false),
             (&dev, "GET", "/api/v1/nodes", "", false),
-            (&dev, "GET", "/api/v1/namespaces/default/pods/web-1/exec", "command=sh", true),
-            (&dev, "POST", "/api/v1/namespaces/default/pods/db-1/exec", "command=sh", false),
-            (&dev, "POST", "/api/v1/namespaces/team-a/pods/web-1/exec", "", false),
-            (&dev, "POST", "/api/v1/namespaces/default/pods/web-1/portforward", "", false),
-            (&dev, "GET", "/api/v1/namespaces/default/pods/web-1/status", "", false),
-            (&ops, "DELETE", "/apis/apps/v1/namespaces/x/deployments/y", "", true),
+            (
+                &dev,
+                "GET",
+                "/api/v1/namespaces/default/pods/web-1/exec",
+                "command=sh",
+                true,
+            ),
+            (
+                &dev,
+                "POST",
+                "/api/v1/namespaces/default/pods/db-1/exec",
+                "command=sh",
+                false,
+            ),
+            (
+                &dev,
+                "POST",
+                "/api/v1/namespaces/team-a/pods/web-1/exec",
+                "",
+                false,
+            ),
+            (
+                &dev,
+                "POST",
+                "/api/v1/namespaces/default/pods/web-1/portforward",
+                "",
+                false,
+            ),
+            (
+                &dev,
+                "GET",
+                "/api/v1/namespaces/default/pods/web-1/status",
+                "",
+                false,
+            ),
+            (
+                &ops,
+                "DELETE",
+                "/apis/apps/v1/namespaces/x/deployments/y",
+                "",
+                true,
+            ),
             (&ops, "GET", "/api/v1/nodes", "", true),
             (&ops, "POST", "/api/v1/namespaces/x/pods/y/exec", "", true),
         ] {
@@ -328,12 +394,19 @@ policies:
             ("{rules: []}", "allow nothing"),
             ("{}", "allow nothing"),
             ("{rules: [{verbs: []}]}", "verbs is empty"),
-            ("{rules: [{verbs: [get], namespaces: []}]}", "namespaces is empty"),
+            (
+                "{rules: [{verbs: [get], namespaces: []}]}",
+                "namespaces is empty",
+            ),
             ("{user: 'system:admin', rules: [{verbs: [get]}]}", "system:"),
-            ("{groups: ['system:masters'], rules: [{verbs: [get]}]}", "system:"),
+            (
+                "{groups: ['system:masters'], rules: [{verbs: [get]}]}",
+                "system:",
+            ),
             ("{rules: [{verbs: [get], color: red}]}", "color"),
         ] {
-            let text = format!("policies: [{{name: k, users: [u], resources: [c], kubernetes: {y}}}]");
+            let text =
+                format!("policies: [{{name: k, users: [u], resources: [c], kubernetes: {y}}}]");
             let e = Policies::parse(&text, "p.yaml").expect_err(y).to_string();
             assert!(e.contains(needle), "{y}: {e}");
         }

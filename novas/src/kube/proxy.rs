@@ -29,7 +29,7 @@ use super::{
 };
 use crate::{
     access::Identity,
-    audit::{AuditEvent, Auditor, Decision, EventKind},
+    audit::{AuditEvent, Auditor, Decision, EventKind, KubeRequest},
     resources::Resource,
     route::{route_header, Metered, SessionBytes},
     users::{admit, Candidate},
@@ -98,6 +98,7 @@ struct Fields {
     status: u16,
     agent: Option<String>,
     error: Option<String>,
+    recording: Option<String>,
 }
 
 impl Drop for RequestAudit {
@@ -117,7 +118,7 @@ impl Drop for RequestAudit {
             decision = f.decision.as_str(),
             "kubernetes request"
         );
-        let ev = AuditEvent::new(EventKind::KubeRequest {
+        let ev = AuditEvent::new(EventKind::KubeRequest(Box::new(KubeRequest {
             client_addr: std::mem::take(&mut f.client_addr),
             text: std::mem::take(&mut f.text),
             verb: std::mem::take(&mut f.attrs.verb),
@@ -136,7 +137,8 @@ impl Drop for RequestAudit {
             duration_ms,
             agent: f.agent.take(),
             error: f.error.take(),
-        })
+            recording: f.recording.take(),
+        })))
         .session(&self.session_id)
         .user(&self.user)
         .resource(&self.cluster, StreamKind::Kubernetes.as_str());
@@ -184,7 +186,11 @@ impl http_body::Body for Audited {
 
 impl KubeFront {
     /// Handles one request; never fails (every refusal is a `Status`).
-    pub async fn handle(self: Arc<Self>, conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(
+        self: Arc<Self>,
+        conn: Arc<Conn>,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
         let path = req.uri().path().to_string();
         let Some((cluster, rest)) = split_cluster(&path) else {
             return status::not_found(&format!(
@@ -198,7 +204,10 @@ impl KubeFront {
         let who = match self.authenticate(req.headers(), &res.name).await {
             Ok(who) => who,
             Err((e, user)) => {
-                tracing::info!(reason = e.audit_reason(), "kubernetes request not authenticated");
+                tracing::info!(
+                    reason = e.audit_reason(),
+                    "kubernetes request not authenticated"
+                );
                 let mut ev = AuditEvent::new(EventKind::LoginFailure {
                     client_addr: conn.client.to_string(),
                     reason: e.audit_reason().to_string(),
@@ -234,11 +243,15 @@ impl KubeFront {
                 return Err((AuthError::Store, None));
             }
         };
-        auth::check(&rec, cluster, crate::audit::now_ms()).map_err(|e| (e, Some(rec.user.clone())))?;
+        auth::check(&rec, cluster, crate::audit::now_ms())
+            .map_err(|e| (e, Some(rec.user.clone())))?;
         match self.dac.users.find(&rec.user).await {
-            Ok(Candidate::Known(u)) => {
-                admit(&u).map_err(|_| (AuthError::Disabled(rec.user.clone()), Some(rec.user.clone())))
-            }
+            Ok(Candidate::Known(u)) => admit(&u).map_err(|_| {
+                (
+                    AuthError::Disabled(rec.user.clone()),
+                    Some(rec.user.clone()),
+                )
+            }),
             // The user was removed after the token was issued.
             Ok(Candidate::Unknown { .. }) => Err((AuthError::Unknown, Some(rec.user.clone()))),
             Err(_) => Err((AuthError::Store, Some(rec.user.clone()))),
@@ -290,6 +303,7 @@ impl KubeFront {
                 status: 0,
                 agent: None,
                 error: None,
+                recording: None,
             }),
         });
         // The decision: the first policy naming this user and cluster.
@@ -334,6 +348,16 @@ impl KubeFront {
             });
             return status::forbidden(&msg);
         }
+        // Fail closed: no audited request goes ahead while events cannot be
+        // kept (unless NOVAS_AUDIT_FAIL_OPEN).
+        if let Err(e) = self.dac.auditor.check() {
+            let msg = format!("NOVAS: auditing is unavailable ({e}); try again later");
+            audit.set(|f| {
+                f.status = 503;
+                f.error = Some(msg.clone());
+            });
+            return status::unavailable(&msg);
+        }
         let imp = rules.impersonation(&who);
         audit.set(|f| {
             f.decision = Decision::Allow;
@@ -366,10 +390,11 @@ impl KubeFront {
         tracing::Span::current().record("agent.name", agent.name.as_str());
         audit.set(|f| f.agent = Some(agent.name.clone()));
         let tunnel = Metered::with_bytes(stream, agent.clone(), audit.bytes.clone());
-        let (mut sender, upstream) = match hyper::client::conn::http1::handshake(TokioIo::new(tunnel)).await {
-            Ok(x) => x,
-            Err(e) => return self.failed(&audit, &format!("agent {}: {e}", agent.name)),
-        };
+        let (mut sender, upstream) =
+            match hyper::client::conn::http1::handshake(TokioIo::new(tunnel)).await {
+                Ok(x) => x,
+                Err(e) => return self.failed(&audit, &format!("agent {}: {e}", agent.name)),
+            };
         tokio::spawn(async move {
             if let Err(e) = upstream.with_upgrades().await {
                 tracing::debug!(error = %e, "agent stream ended with an error");
@@ -397,12 +422,20 @@ impl KubeFront {
         audit.set(|f| f.status = code.as_u16());
         if code == StatusCode::SWITCHING_PROTOCOLS {
             let from_agent = hyper::upgrade::on(&mut resp);
+            let rec = self.exec_recorder(&kind, &query, &res.name, &conn, resp.headers());
+            if let Some((id, _)) = &rec {
+                audit.set(|f| f.recording = Some(id.clone()));
+            }
             let held = audit.clone();
             tokio::spawn(async move {
                 match tokio::try_join!(from_client, from_agent) {
                     Ok((a, b)) => {
-                        let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
-                        if let Err(e) = tokio::io::copy_bidirectional(&mut a, &mut b).await {
+                        let r = super::exec::splice(
+                            TokioIo::new(a),
+                            TokioIo::new(b),
+                            rec.map(|(_, r)| r),
+                        );
+                        if let Err(e) = r.await {
                             tracing::debug!(error = %e, "upgraded stream ended with an error");
                         }
                     }
@@ -420,6 +453,50 @@ impl KubeFront {
         })
     }
 
+    /// A recorder for an exec or attach session over a channel subprotocol
+    /// it can read; `None` for anything else (port-forward, SPDY).
+    fn exec_recorder(
+        &self,
+        kind: &Kind,
+        query: &str,
+        cluster: &str,
+        conn: &Conn,
+        headers: &HeaderMap,
+    ) -> Option<(String, Arc<crate::ssh::recording::Recorder>)> {
+        let Kind::Resource(a) = kind else { return None };
+        if !matches!(a.subresource.as_str(), "exec" | "attach") {
+            return None;
+        }
+        let proto = headers.get("sec-websocket-protocol")?.to_str().ok()?;
+        if !super::exec::recordable(proto) {
+            tracing::info!(
+                subprotocol = proto,
+                "exec not recorded: subprotocol not readable"
+            );
+            return None;
+        }
+        let id = format!("kube-{}", uuid::Uuid::new_v4());
+        let command = super::exec::command_of(query);
+        let header = crate::ssh::recording::Header {
+            version: 2,
+            width: 80,
+            height: 24,
+            timestamp: crate::audit::now_ms() / 1000,
+            title: Some(format!(
+                "{cluster} {}/{} ({})",
+                a.namespace, a.name, conn.client
+            )),
+            command: (!command.is_empty()).then_some(command),
+        };
+        match crate::ssh::recording::Recorder::create(&self.recordings, &id, &header) {
+            Ok(r) => Some((id, Arc::new(r))),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create the exec recording; exec not recorded");
+                None
+            }
+        }
+    }
+
     /// The agent accepted the stream but the exchange broke.
     fn failed(&self, audit: &RequestAudit, msg: &str) -> Response<Body> {
         tracing::warn!(error = %msg, "kubernetes request failed at the agent");
@@ -427,7 +504,11 @@ impl KubeFront {
             f.status = 502;
             f.error = Some(msg.to_string());
         });
-        status::response(StatusCode::BAD_GATEWAY, "InternalError", &format!("NOVAS: {msg}"))
+        status::response(
+            StatusCode::BAD_GATEWAY,
+            "InternalError",
+            &format!("NOVAS: {msg}"),
+        )
     }
 }
 
@@ -438,7 +519,10 @@ mod tests {
 
     #[test]
     fn cluster_prefix() {
-        assert_eq!(split_cluster("/clusters/prod/api/v1/pods"), Some(("prod", "/api/v1/pods")));
+        assert_eq!(
+            split_cluster("/clusters/prod/api/v1/pods"),
+            Some(("prod", "/api/v1/pods"))
+        );
         assert_eq!(split_cluster("/clusters/prod"), Some(("prod", "/")));
         assert_eq!(split_cluster("/clusters//api"), None);
         assert_eq!(split_cluster("/api/v1/pods"), None);
@@ -451,13 +535,22 @@ mod tests {
         h.insert("authorization", HeaderValue::from_static("Bearer novak_x"));
         h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
         h.insert("impersonate-user", HeaderValue::from_static("system:admin"));
-        h.append("impersonate-group", HeaderValue::from_static("system:masters"));
+        h.append(
+            "impersonate-group",
+            HeaderValue::from_static("system:masters"),
+        );
         h.insert("impersonate-uid", HeaderValue::from_static("1"));
         h.insert("impersonate-extra-reason", HeaderValue::from_static("x"));
         h.insert("host", HeaderValue::from_static("novas:6443"));
-        h.insert("accept", HeaderValue::from_static("application/json;as=Table"));
+        h.insert(
+            "accept",
+            HeaderValue::from_static("application/json;as=Table"),
+        );
         h.insert("upgrade", HeaderValue::from_static("websocket"));
-        h.insert("sec-websocket-protocol", HeaderValue::from_static("v5.channel.k8s.io"));
+        h.insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("v5.channel.k8s.io"),
+        );
         let out = forwarded_headers(&h);
         let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["accept", "upgrade", "sec-websocket-protocol"]);

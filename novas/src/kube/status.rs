@@ -51,7 +51,11 @@ pub fn not_found(message: &str) -> Response<Body> {
 }
 
 pub fn unavailable(message: &str) -> Response<Body> {
-    response(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message)
+    response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        message,
+    )
 }
 
 #[cfg(test)]
@@ -60,7 +64,11 @@ mod tests {
 
     #[test]
     fn forbidden_is_the_shape_kubectl_reads() {
-        let v = json(StatusCode::FORBIDDEN, "Forbidden", "pods is forbidden: denied by policy \"p\"");
+        let v = json(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "pods is forbidden: denied by policy \"p\"",
+        );
         assert_eq!(v["kind"], "Status");
         assert_eq!(v["apiVersion"], "v1");
         assert_eq!(v["status"], "Failure");

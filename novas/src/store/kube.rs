@@ -92,18 +92,24 @@ mod tests {
         };
         store.add_kube_token(&t).await.expect("add");
         assert!(store.add_kube_token(&t).await.is_err(), "same hash twice");
-        assert_eq!(store.kube_token(&t.token_sha256).await.expect("get"), Some(t.clone()));
+        assert_eq!(
+            store.kube_token(&t.token_sha256).await.expect("get"),
+            Some(t.clone())
+        );
         assert_eq!(store.kube_token("cd").await.expect("get"), None);
-        assert_eq!(store.purge_expired_kube_tokens(999).await.expect("purge"), 0);
+        assert_eq!(
+            store.purge_expired_kube_tokens(999).await.expect("purge"),
+            0
+        );
         assert_eq!(store.revoke_kube_tokens("alice").await.expect("revoke"), 1);
         assert_eq!(store.kube_token(&t.token_sha256).await.expect("get"), None);
     }
 
     #[tokio::test]
     async fn kube_request_events_round_trip() {
-        use crate::audit::{AuditEvent, AuditQuery, Decision, EventKind};
+        use crate::audit::{AuditEvent, AuditQuery, Decision, EventKind, KubeRequest};
         let (store, _dir) = sqlite_store().await;
-        let mut ev = AuditEvent::new(EventKind::KubeRequest {
+        let mut ev = AuditEvent::new(EventKind::KubeRequest(Box::new(KubeRequest {
             client_addr: "127.0.0.1:5000".into(),
             text: "GET /api/v1/namespaces/default/pods?watch=true".into(),
             verb: "watch".into(),
@@ -122,12 +128,19 @@ mod tests {
             duration_ms: 30,
             agent: Some("a".into()),
             error: None,
-        })
+            recording: Some("kube-1".into()),
+        })))
         .user("alice")
         .resource("prod", "kubernetes");
         ev.node = "n".into();
-        store.insert_events(std::slice::from_ref(&ev)).await.expect("insert");
-        let got = store.query_events(&AuditQuery::default()).await.expect("query");
+        store
+            .insert_events(std::slice::from_ref(&ev))
+            .await
+            .expect("insert");
+        let got = store
+            .query_events(&AuditQuery::default())
+            .await
+            .expect("query");
         assert_eq!(got, vec![ev]);
     }
 }

@@ -133,8 +133,10 @@ fn full(b: impl Into<Bytes>) -> Body {
 fn json(code: StatusCode, v: serde_json::Value) -> Response<Body> {
     let mut r = Response::new(full(v.to_string()));
     *r.status_mut() = code;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, "application/json".parse().expect("ct"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "application/json".parse().expect("ct"),
+    );
     r
 }
 
@@ -243,7 +245,7 @@ fn wants_table(req: &Request<Incoming>) -> bool {
         .is_some_and(|a| a.contains("as=Table"))
 }
 
-fn query_values<'a>(query: &'a str, key: &str) -> Vec<String> {
+fn query_values(query: &str, key: &str) -> Vec<String> {
     query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
@@ -296,7 +298,10 @@ async fn handle(req: Request<Incoming>, state: &State) -> Response<Body> {
         ),
         ["api", "v1", "namespaces", ns, "pods"] if req.method() == hyper::Method::GET => {
             let ns = ns.to_string();
-            if query_values(&query, "watch").iter().any(|v| v == "true" || v == "1") {
+            if query_values(&query, "watch")
+                .iter()
+                .any(|v| v == "true" || v == "1")
+            {
                 return watch(state, &req, ns).await;
             }
             if wants_table(&req) {
@@ -372,8 +377,10 @@ async fn watch(state: &State, req: &Request<Incoming>, ns: String) -> Response<B
         tx.closed().await;
     });
     let mut r = Response::new(ChannelBody(rx).boxed());
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, "application/json".parse().expect("ct"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "application/json".parse().expect("ct"),
+    );
     r
 }
 
@@ -433,7 +440,10 @@ fn exec(mut req: Request<Incoming>, query: &str) -> Response<Body> {
         if !stdout.is_empty() {
             out.extend(frame(0x2, &[&[1u8][..], stdout.as_bytes()].concat()));
         }
-        out.extend(frame(0x2, &[&[3u8][..], status.to_string().as_bytes()].concat()));
+        out.extend(frame(
+            0x2,
+            &[&[3u8][..], status.to_string().as_bytes()].concat(),
+        ));
         out.extend(frame(0x8, &1000u16.to_be_bytes()));
         let _ = io.write_all(&out).await;
         let _ = io.flush().await;
