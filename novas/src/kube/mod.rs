@@ -86,7 +86,15 @@ impl KubeFront {
         let c = conn.clone();
         let service = hyper::service::service_fn(move |req| {
             let (front, c) = (front.clone(), c.clone());
+            // A span per request: one connection carries many, possibly of
+            // several users (each request has its own token).
+            let span = tracing::info_span!(
+                "request",
+                user = tracing::field::Empty,
+                agent.name = tracing::field::Empty,
+            );
             async move { Ok::<_, std::convert::Infallible>(front.handle(c, req).await) }
+                .instrument(span)
         });
         let served = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -125,8 +133,6 @@ pub async fn serve(
             session.id = %session_id,
             kind = StreamKind::Kubernetes.as_str(),
             client.addr = %client,
-            user = tracing::field::Empty,
-            agent.name = tracing::field::Empty,
         );
         let conn = Arc::new(proxy::Conn { client, session_id });
         let guard = SessionGuard::new(StreamKind::Kubernetes);

@@ -110,6 +110,9 @@ impl Drop for RequestAudit {
         };
         let duration_ms = self.started.elapsed().as_millis() as u64;
         tracing::info!(
+            session.id = %self.session_id,
+            user = %self.user,
+            kube.cluster = %self.cluster,
             kube.verb = %f.attrs.verb,
             kube.resource = %f.attrs.resource,
             kube.namespace = %f.attrs.namespace,

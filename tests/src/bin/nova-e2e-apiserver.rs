@@ -425,6 +425,10 @@ fn exec(mut req: Request<Incoming>, query: &str) -> Response<Body> {
     tokio::spawn(async move {
         let Ok(up) = upgrade.await else { return };
         let mut io = TokioIo::new(up);
+        // Like a process starting in a container: client-go creates its
+        // stdout/error streams only after the upgrade, and discards
+        // messages that arrive before ("Unknown stream id").
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let (stdout, status) = match command.split_first() {
             Some((cmd, args)) if cmd == "echo" => (
                 format!("{}\n", args.join(" ")),
