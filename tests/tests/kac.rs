@@ -50,7 +50,7 @@ struct Kac {
     dir: TestDir,
     novas: Novas,
     agent: Proc,
-    _api: Proc,
+    api: Proc,
     _ns: Netns,
     kube_port: u16,
     record: PathBuf,
@@ -174,7 +174,7 @@ resources:
             dir,
             novas,
             agent,
-            _api: api,
+            api,
             _ns: ns,
             kube_port,
             record,
@@ -269,6 +269,10 @@ resources:
 
     /// A raw HTTPS GET on the KAC port (for the exact 401 body).
     fn raw_get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.raw_get_with(path, token, None)
+    }
+
+    fn raw_get_with(&self, path: &str, token: &str, header: Option<&str>) -> (u16, Value) {
         let ca = self.novas.cfg.data_dir.join("tls/cert.pem");
         let out = run(
             {
@@ -278,6 +282,9 @@ resources:
                     .args(["-w", "\n%{http_code}", "-H"])
                     .arg(format!("Authorization: Bearer {token}"))
                     .arg(format!("https://127.0.0.1:{}{path}", self.kube_port));
+                if let Some(h) = header {
+                    c.arg("-H").arg(h);
+                }
                 c
             },
             T,
@@ -588,8 +595,19 @@ fn denied_requests_are_forbidden_with_the_policy_name_and_audited() {
         out.stderr
     );
 
-    // The agent is gone: a clear error, not a hang.
+    // The API server is down: NOVAC says so, naming the cluster.
     let mut kac = kac;
+    kac.api.kill();
+    let out = kac.kubectl(&alice, &["get", "pods", "-n", "default"]);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr
+            .contains("NOVAC cannot reach the API server of cluster prod-private"),
+        "{}",
+        out.stderr
+    );
+
+    // The agent is gone: a clear error, not a hang.
     kac.agent.kill();
     let out = kac.kubectl(&alice, &["get", "pods", "-n", "default"]);
     assert!(!out.status.success());
@@ -675,6 +693,18 @@ fn unknown_expired_and_misbound_tokens_get_401() {
     // but the valid request.
     let (code, body) = kac.raw_get(base, &token);
     assert_eq!(code, 200, "{body}");
+    assert_eq!(body["kind"], "PodList", "{body}");
+
+    // An oversized request head is refused before anything else.
+    let big = format!("X-Big: {}", "a".repeat(70_000));
+    let (code, _) = kac.raw_get_with(base, &token, Some(&big));
+    assert_eq!(code, 431);
+
+    // Revoked tokens stop working at once.
+    let out = kac.cli(&["kubeconfig", "--user", "alice", "--revoke"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let (code, body) = kac.raw_get(base, &token);
+    assert_eq!(code, 401, "{body}");
     let f = kac.audit_find("the failed token in the audit", |e| {
         e["event"]["type"] == "login_failure" && e["resource"] == "prod"
     });

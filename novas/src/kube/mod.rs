@@ -35,8 +35,11 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 const TLS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on receiving a request head (slow clients hold no task forever).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest request head accepted; hyper answers 431 beyond it.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Largest request head accepted ([`proxy`] answers 431 beyond it).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// hyper's read buffer: a hard ceiling above [`MAX_HEAD_BYTES`] (hyper's
+/// own check is soft, by up to one read).
+const MAX_BUF_BYTES: usize = 2 * MAX_HEAD_BYTES;
 
 /// The KAC front end's shared state.
 pub struct KubeFront {
@@ -99,7 +102,7 @@ impl KubeFront {
         let served = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_TIMEOUT)
-            .max_buf_size(MAX_HEAD_BYTES)
+            .max_buf_size(MAX_BUF_BYTES)
             .serve_connection(TokioIo::new(tls), service)
             .with_upgrades();
         tokio::pin!(served);

@@ -75,6 +75,16 @@ pub fn forwarded_headers(h: &HeaderMap) -> HeaderMap {
     out
 }
 
+/// The size of a request's line and headers, as sent.
+pub fn head_size<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 11;
+    req.headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + line
+}
+
 /// What one request's audit event says; filled in as the request goes and
 /// written once, when the last holder (response body, upgrade splice)
 /// drops it.
@@ -194,6 +204,18 @@ impl KubeFront {
         conn: Arc<Conn>,
         req: Request<Incoming>,
     ) -> Response<Body> {
+        let head = head_size(&req);
+        if head > super::MAX_HEAD_BYTES {
+            tracing::info!(bytes = head, "kubernetes request head too large");
+            return status::response(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "RequestHeaderFieldsTooLarge",
+                &format!(
+                    "NOVAS: the request head is {head} bytes, over the limit of {}",
+                    super::MAX_HEAD_BYTES
+                ),
+            );
+        }
         let path = req.uri().path().to_string();
         let Some((cluster, rest)) = split_cluster(&path) else {
             return status::not_found(&format!(
@@ -519,6 +541,17 @@ impl KubeFront {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn head_size_counts_line_and_headers() {
+        let mut req = Request::new(());
+        *req.uri_mut() = "/api".parse().expect("uri");
+        let base = head_size(&req);
+        assert!(base > 0);
+        req.headers_mut()
+            .insert("x-big", HeaderValue::from_static("0123456789"));
+        assert_eq!(head_size(&req), base + 5 + 10 + 4);
+    }
 
     #[test]
     fn cluster_prefix() {
