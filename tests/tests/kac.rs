@@ -470,6 +470,33 @@ fn kubectl_get_watch_logs_exec_through_the_tunnel() {
         serde_json::json!(["nova:alice"])
     );
 
+    // exec -i: stdin flows up through the upgrade, stdout back (`cat`).
+    let mut cat = kac
+        .kubectl_cmd(
+            &alice,
+            &["exec", "-i", "web-1", "-n", "default", "--", "cat"],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl exec -i");
+    {
+        use std::io::Write;
+        let mut stdin = cat.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"typed through the tunnel\n")
+            .expect("write stdin");
+    } // closing stdin ends `cat`
+    let done = wait_for(T, "kubectl exec -i to finish", || {
+        cat.try_wait().expect("try_wait")
+    });
+    let mut cat_out = String::new();
+    std::io::Read::read_to_string(&mut cat.stdout.take().expect("stdout"), &mut cat_out)
+        .expect("read");
+    assert!(done.success(), "exec -i cat: {cat_out}");
+    assert_eq!(cat_out, "typed through the tunnel\n");
+
     // Audited: the watch with its verb, the exec with its command and 101.
     let w = kac.audit_find("the watch in the audit", |e| {
         e["event"]["type"] == "kube_request" && e["event"]["verb"] == "watch"
@@ -482,7 +509,11 @@ fn kubectl_get_watch_logs_exec_through_the_tunnel() {
     assert_eq!(w["event"]["namespace"], "default");
     assert!(w["event"]["bytes_down"].as_u64().unwrap_or(0) > 0, "{w}");
     let x = kac.audit_find("the exec in the audit", |e| {
-        e["event"]["type"] == "kube_request" && e["event"]["subresource"] == "exec"
+        e["event"]["type"] == "kube_request"
+            && e["event"]["subresource"] == "exec"
+            && e["event"]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("command=echo"))
     });
     assert_eq!(x["event"]["status"], 101, "{x}");
     assert_eq!(x["event"]["verb"], "create");
@@ -512,6 +543,30 @@ fn kubectl_get_watch_logs_exec_through_the_tunnel() {
     assert!(
         lines.any(|l| l.contains("\"o\"") && l.contains("hi\\n")),
         "no output event with hi: {cast}"
+    );
+    // The cat session's recording has the input as typed.
+    let cat_rec = kac.audit_find("the exec -i in the audit", |e| {
+        e["event"]["type"] == "kube_request"
+            && e["event"]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("command=cat"))
+    });
+    let cat_id = cat_rec["event"]["recording"]
+        .as_str()
+        .expect("recording id");
+    let cat_cast = std::fs::read_to_string(
+        kac.novas
+            .cfg
+            .data_dir
+            .join("recordings")
+            .join(format!("{cat_id}.cast")),
+    )
+    .expect("read the exec -i recording");
+    assert!(
+        cat_cast
+            .lines()
+            .any(|l| l.contains("\"i\"") && l.contains("typed through the tunnel")),
+        "{cat_cast}"
     );
     let listed = kac.cli(&["recordings", "list"]);
     assert!(listed.stdout.contains(&id), "{}", listed.stdout);

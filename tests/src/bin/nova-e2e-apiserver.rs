@@ -429,25 +429,53 @@ fn exec(mut req: Request<Incoming>, query: &str) -> Response<Body> {
         // stdout/error streams only after the upgrade, and discards
         // messages that arrive before ("Unknown stream id").
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let (stdout, status) = match command.split_first() {
-            Some((cmd, args)) if cmd == "echo" => (
-                format!("{}\n", args.join(" ")),
-                serde_json::json!({"metadata":{},"status":"Success"}),
-            ),
-            _ => (
-                String::new(),
-                serde_json::json!({"metadata":{},"status":"Failure","message":format!("cannot run {command:?}"),
-                    "reason":"NonZeroExitCode","details":{"causes":[{"reason":"ExitCode","message":"127"}]}}),
-            ),
-        };
+        let success = serde_json::json!({"metadata":{},"status":"Success"});
         let mut out = Vec::new();
-        if !stdout.is_empty() {
-            out.extend(frame(0x2, &[&[1u8][..], stdout.as_bytes()].concat()));
+        match command.split_first() {
+            Some((cmd, args)) if cmd == "echo" => {
+                let line = format!("{}\n", args.join(" "));
+                out.extend(frame(0x2, &[&[1u8][..], line.as_bytes()].concat()));
+            }
+            // `cat`: stdin (channel 0) back on stdout until the client
+            // closes stdin (v5: channel 255 message [255, 0]) or hangs up.
+            Some((cmd, _)) if cmd == "cat" => {
+                let mut dec = ClientFrames::default();
+                let mut buf = [0u8; 4096];
+                'read: loop {
+                    let n = match io.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    for (opcode, payload) in dec.feed(&buf[..n]) {
+                        match (opcode, payload.split_first()) {
+                            (0x2, Some((0, data))) => {
+                                let f = frame(0x2, &[&[1u8][..], data].concat());
+                                if io.write_all(&f).await.is_err() {
+                                    return;
+                                }
+                            }
+                            (0x2, Some((255, [0]))) | (0x8, _) => break 'read,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            _ => {
+                let failure = serde_json::json!({"metadata":{},"status":"Failure",
+                    "message":format!("cannot run {command:?}"),"reason":"NonZeroExitCode",
+                    "details":{"causes":[{"reason":"ExitCode","message":"127"}]}});
+                out.extend(frame(
+                    0x2,
+                    &[&[3u8][..], failure.to_string().as_bytes()].concat(),
+                ));
+            }
         }
-        out.extend(frame(
-            0x2,
-            &[&[3u8][..], status.to_string().as_bytes()].concat(),
-        ));
+        if out.is_empty() || command.first().is_some_and(|c| c == "echo") {
+            out.extend(frame(
+                0x2,
+                &[&[3u8][..], success.to_string().as_bytes()].concat(),
+            ));
+        }
         out.extend(frame(0x8, &1000u16.to_be_bytes()));
         let _ = io.write_all(&out).await;
         let _ = io.flush().await;
@@ -466,6 +494,51 @@ fn exec(mut req: Request<Incoming>, query: &str) -> Response<Body> {
     h.insert("sec-websocket-accept", accept.parse().expect("h"));
     h.insert("sec-websocket-protocol", proto.parse().expect("h"));
     r
+}
+
+/// Client frames (masked, unfragmented as client-go sends them), decoded
+/// incrementally: (opcode, unmasked payload).
+#[derive(Default)]
+struct ClientFrames(Vec<u8>);
+
+impl ClientFrames {
+    fn feed(&mut self, bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        self.0.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        loop {
+            let b = &self.0;
+            if b.len() < 2 {
+                return out;
+            }
+            let masked = b[1] & 0x80 != 0;
+            let (len, mut at) = match b[1] & 0x7f {
+                126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+                127 if b.len() >= 10 => {
+                    let mut l = [0u8; 8];
+                    l.copy_from_slice(&b[2..10]);
+                    (u64::from_be_bytes(l) as usize, 10)
+                }
+                126 | 127 => return out,
+                n => (n as usize, 2),
+            };
+            let mask_at = at;
+            if masked {
+                at += 4;
+            }
+            if b.len() < at + len {
+                return out;
+            }
+            let mut payload = b[at..at + len].to_vec();
+            if masked {
+                let m = [b[mask_at], b[mask_at + 1], b[mask_at + 2], b[mask_at + 3]];
+                for (i, x) in payload.iter_mut().enumerate() {
+                    *x ^= m[i % 4];
+                }
+            }
+            out.push((b[0] & 0x0f, payload));
+            self.0.drain(..at + len);
+        }
+    }
 }
 
 /// One unmasked server frame (FIN set).
