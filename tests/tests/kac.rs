@@ -277,7 +277,7 @@ resources:
         let out = run(
             {
                 let mut c = clean_command("curl");
-                c.args(["-sS", "--cacert"])
+                c.args(["-sS", "--path-as-is", "--cacert"])
                     .arg(&ca)
                     .args(["-w", "\n%{http_code}", "-H"])
                     .arg(format!("Authorization: Bearer {token}"))
@@ -749,6 +749,30 @@ fn unknown_expired_and_misbound_tokens_get_401() {
     let (code, body) = kac.raw_get(base, &token);
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["kind"], "PodList", "{body}");
+
+    // A path that would decode into another namespace is refused, and
+    // nothing of it reaches the cluster.
+    let sneaky = "/clusters/prod/api/v1/namespaces/default/pods/..%2F..%2Fkube-system/pods";
+    let (code, body) = kac.raw_get(sneaky, &token);
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("refused request path"),
+        "{body}"
+    );
+    let (code, body) = kac.raw_get(
+        "/clusters/prod/api/v1/namespaces/default/pods/../../kube-system/pods",
+        &token,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        !kac.api_requests()
+            .iter()
+            .any(|r| r["path"].as_str().unwrap_or("").contains("kube-system")),
+        "a refused path reached the API server"
+    );
 
     // An oversized request head is refused before anything else.
     let big = format!("X-Big: {}", "a".repeat(70_000));

@@ -38,12 +38,69 @@ const CREATE_SUBRESOURCES: [&str; 3] = ["exec", "attach", "portforward"];
 /// Subresources of a namespace object itself (kube-apiserver's list).
 const NAMESPACE_SUBRESOURCES: [&str; 2] = ["status", "finalize"];
 
-/// Whether a `watch` query parameter asks for a watch (`true`, `1`).
+/// Percent-decodes `s` (`+` stays as is in paths; `plus_space` for query
+/// parts); `None` for a malformed escape or a result that is not UTF-8.
+fn percent_decode(s: &str, plus_space: bool) -> Option<String> {
+    let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let (h, l) = (hex(*b.get(i + 1)?)?, hex(*b.get(i + 2)?)?);
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+            b'+' if plus_space => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The path kube-apiserver will act on, decoded as Go's `URL.Path` is.
+/// Refused (the message is what the user reads) when decoding could make
+/// it differ from what the attributes say: `.` or `..` segments, empty
+/// segments, an encoded `/`, a backslash, a malformed escape. kubectl
+/// never sends any of these.
+pub fn checked_path(raw: &str) -> Result<String, String> {
+    let bad = |why: &str| Err(format!("NOVAS: refused request path {raw:?}: {why}"));
+    let lower = raw.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || raw.contains('\\') {
+        return bad("encoded slash or backslash");
+    }
+    let Some(path) = percent_decode(raw, false) else {
+        return bad("malformed percent-encoding");
+    };
+    if !path.starts_with('/') || path.contains('\\') || path.chars().any(|c| c.is_control()) {
+        return bad("not an absolute path");
+    }
+    let inner = path.trim_end_matches('/');
+    if inner.len() > 1
+        && inner[1..]
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return bad("empty, . or .. segment");
+    }
+    Ok(path)
+}
+
+/// Whether the query asks for a watch, as kube-apiserver reads it: the
+/// first `watch` value (keys and values percent-decoded), true by Go's
+/// `strconv.ParseBool`.
 fn wants_watch(query: &str) -> bool {
-    query.split('&').any(|kv| {
+    let first = query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        k == "watch" && (v == "true" || v == "1")
-    })
+        (percent_decode(k, true)? == "watch").then(|| percent_decode(v, true))
+    });
+    matches!(
+        first.flatten().as_deref(),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True")
+    )
 }
 
 /// Parses `method`, `path` (without the cluster prefix) and `query`.
@@ -416,6 +473,52 @@ mod tests {
             "/apix/v1/pods",
         ] {
             assert_eq!(parse("GET", p, ""), Request::NonResource, "{p}");
+        }
+    }
+
+    #[test]
+    fn watch_is_read_as_kube_apiserver_reads_it() {
+        for (q, watch) in [
+            ("watch=true", true),
+            ("watch=True", true),
+            ("watch=t", true),
+            ("watch=1", true),
+            ("w%61tch=true", true),
+            ("watch=%74rue", true),
+            ("watch=false&watch=true", false),
+            ("watch=true&watch=false", true),
+            ("watch=yes", false),
+            ("watch", false),
+            ("xwatch=1", false),
+        ] {
+            assert_eq!(wants_watch(q), watch, "{q}");
+        }
+    }
+
+    #[test]
+    fn paths_that_decode_differently_are_refused() {
+        assert_eq!(
+            checked_path("/api/v1/namespaces/kube%2Dsystem/pods").as_deref(),
+            Ok("/api/v1/namespaces/kube-system/pods")
+        );
+        assert_eq!(
+            checked_path("/api/v1/pods/").as_deref(),
+            Ok("/api/v1/pods/")
+        );
+        assert_eq!(checked_path("/").as_deref(), Ok("/"));
+        for bad in [
+            "/api/v1/namespaces/default/pods/../../kube-system/pods",
+            "/api/v1/namespaces/default/pods/%2e%2e/x",
+            "/api/v1/namespaces/team-a%2F..%2Fkube-system/pods",
+            "/api/v1//pods",
+            "/api/v1/./pods",
+            "/api/v1/pods%zz",
+            "/api/v1/pods\\x",
+            "/api/v1/pods%00",
+            "api/v1/pods",
+        ] {
+            let e = checked_path(bad).expect_err(bad);
+            assert!(e.contains("refused request path"), "{e}");
         }
     }
 

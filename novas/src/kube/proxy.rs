@@ -297,7 +297,13 @@ impl KubeFront {
             "" => rest.clone(),
             q => format!("{rest}?{q}"),
         };
-        let kind = attrs::parse(&method, &rest, &query);
+        // Attributes from the path as the API server will decode it; the
+        // request goes on with the path as sent.
+        let checked = attrs::checked_path(&rest);
+        let kind = match &checked {
+            Ok(decoded) => attrs::parse(&method, decoded, &query),
+            Err(_) => Kind::NonResource,
+        };
         let audit = Arc::new(RequestAudit {
             auditor: self.dac.auditor.clone(),
             session_id: conn.session_id.clone(),
@@ -331,6 +337,14 @@ impl KubeFront {
                 recording: None,
             }),
         });
+        if let Err(msg) = checked {
+            tracing::info!(reason = %msg, "kubernetes request refused");
+            audit.set(|f| {
+                f.status = 400;
+                f.error = Some(msg.clone());
+            });
+            return status::response(StatusCode::BAD_REQUEST, "BadRequest", &msg);
+        }
         // The decision: the first policy naming this user and cluster.
         let permit = match self.dac.policies.authorize(&who, &res.name) {
             Ok(p) => p,
