@@ -543,6 +543,32 @@ mod tests {
     }
 
     #[test]
+    fn api_server_urls() {
+        let cfg = |url: &str| {
+            let mut c = ::kube::Config::new(url.parse().expect("uri"));
+            c.root_cert = Some(vec![]);
+            c
+        };
+        let t = KubeTarget::from_config("c", &cfg("http://10.0.0.1:8080/k8s/clusters/x/"))
+            .expect("http");
+        assert_eq!(
+            (t.host.as_str(), t.port, t.prefix.as_str()),
+            ("10.0.0.1", 8080, "/k8s/clusters/x")
+        );
+        assert_eq!(t.authority, "10.0.0.1:8080");
+        let t = KubeTarget::from_config("c", &cfg("http://api")).expect("default port");
+        assert_eq!((t.port, t.prefix.as_str()), (80, ""));
+        // https needs a CA; insecure-skip-tls-verify is refused.
+        let e = KubeTarget::from_config("c", &cfg("https://api:6443")).expect_err("no CA");
+        assert!(e.to_string().contains("no CA"), "{e}");
+        let mut c = cfg("https://api:6443");
+        c.accept_invalid_certs = true;
+        let e = KubeTarget::from_config("c", &c).expect_err("insecure");
+        assert!(e.to_string().contains("insecure-skip-tls-verify"), "{e}");
+        assert!(KubeTarget::from_config("c", &cfg("ftp://api")).is_err());
+    }
+
+    #[test]
     fn headers_are_checked() {
         let k = |v, user: &str, groups: &[&str]| KubeStream {
             v,

@@ -64,13 +64,34 @@ pub fn is_stripped(name: &HeaderName) -> bool {
         || name.as_str().starts_with("impersonate-")
 }
 
+/// Prefix of a bearer token smuggled in as a WebSocket subprotocol, which
+/// kube-apiserver accepts as credentials (for browsers).
+const WS_TOKEN_PROTOCOL: &str = "base64url.bearer.authorization.k8s.io.";
+
 /// The headers forwarded to the agent.
 pub fn forwarded_headers(h: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(h.len());
     for (k, v) in h {
-        if !is_stripped(k) {
-            out.append(k.clone(), v.clone());
+        if is_stripped(k) {
+            continue;
         }
+        if k.as_str() == "sec-websocket-protocol" {
+            // Credentials in a subprotocol list are credentials too.
+            let kept: Vec<&str> = v
+                .to_str()
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty() && !p.starts_with(WS_TOKEN_PROTOCOL))
+                .collect();
+            if let Ok(v) = http::HeaderValue::from_str(&kept.join(", ")) {
+                if !kept.is_empty() {
+                    out.append(k.clone(), v);
+                }
+            }
+            continue;
+        }
+        out.append(k.clone(), v.clone());
     }
     out
 }
@@ -604,5 +625,24 @@ mod tests {
         let out = forwarded_headers(&h);
         let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["accept", "upgrade", "sec-websocket-protocol"]);
+        // A token offered as a WebSocket subprotocol is dropped, the rest kept.
+        h.insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static(
+                "v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.dG9rZW4, v4.channel.k8s.io",
+            ),
+        );
+        let out = forwarded_headers(&h);
+        assert_eq!(
+            out["sec-websocket-protocol"],
+            "v5.channel.k8s.io, v4.channel.k8s.io"
+        );
+        h.insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("base64url.bearer.authorization.k8s.io.dG9rZW4"),
+        );
+        assert!(forwarded_headers(&h)
+            .get("sec-websocket-protocol")
+            .is_none());
     }
 }
