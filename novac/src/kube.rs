@@ -31,8 +31,9 @@ use tunnel_proto::{transport::TunnelStream, KubeStream};
 
 /// Bound on TCP connect plus TLS handshake to the API server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest request head (line plus headers) accepted from the stream.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// hyper's read buffer on a stream: above NOVAS's own 64 KiB limit on
+/// request heads plus what it adds, so whatever NOVAS passes is read.
+const MAX_BUF_BYTES: usize = 128 * 1024;
 
 /// Where KAC requests go, set once at start.
 #[derive(Debug, Clone)]
@@ -341,7 +342,7 @@ pub async fn serve(stream: TunnelStream, target: Arc<KubeTarget>, who: KubeStrea
         async move { Ok::<_, std::convert::Infallible>(forward(req, &target, &who).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
-        .max_buf_size(MAX_HEAD_BYTES.max(8192))
+        .max_buf_size(MAX_BUF_BYTES)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     if let Err(e) = conn.await {
