@@ -734,6 +734,10 @@ fn unknown_expired_and_misbound_tokens_get_401() {
         "{body}"
     );
 
+    // An unknown cluster is not confirmed to a client without a token.
+    let (code, body) = kac.raw_get("/clusters/nope/api", "");
+    assert_eq!(code, 401, "{body}");
+
     // A token for one cluster does not open another.
     let (code, body) = kac.raw_get("/clusters/other/api/v1/namespaces/default/pods", &token);
     assert_eq!(code, 401, "{body}");

@@ -244,6 +244,10 @@ impl KubeFront {
             ));
         };
         let Some(res) = self.clusters.get(cluster).cloned() else {
+            // Which cluster names exist is for authenticated users only.
+            if let Err((e, _)) = self.authenticate(req.headers(), cluster).await {
+                return status::unauthorized(&e.to_string());
+            }
             return status::not_found(&format!("NOVAS has no kubernetes resource {cluster:?}"));
         };
         let rest = rest.to_string();
