@@ -63,6 +63,7 @@ impl Kac {
     fn start(label: &str) -> Self {
         require_root();
         require_program("kubectl");
+        require_kubectl_with_websocket_exec();
         let dir = TestDir::new(label);
         let ns = Netns::create();
 
@@ -295,6 +296,33 @@ resources:
             serde_json::from_str(body).unwrap_or(Value::Null),
         )
     }
+}
+
+/// The test API server speaks exec over WebSocket (`v5.channel.k8s.io`),
+/// which kubectl uses by default from 1.30; older ones (Debian bookworm's
+/// `kubernetes-client` is 1.20) only speak SPDY there. Fails, never skips.
+fn require_kubectl_with_websocket_exec() {
+    let out = run(
+        {
+            let mut c = clean_command("kubectl");
+            c.args(["version", "--client", "-o", "json"]);
+            c
+        },
+        T,
+    );
+    let v: Value = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
+    let minor: u32 = v["clientVersion"]["minor"]
+        .as_str()
+        .unwrap_or("")
+        .trim_end_matches('+')
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        v["clientVersion"]["major"] == "1" && minor >= 30,
+        "the KAC tests need kubectl >= 1.30 (exec over WebSocket); found {}: {}",
+        v["clientVersion"]["gitVersion"],
+        out.stderr
+    );
 }
 
 fn b64(data: &[u8]) -> String {
