@@ -37,7 +37,7 @@ VOLUME /var/lib/novas
 # compose publishes it as 80.
 ENV NOVAS_DATA_DIR=/var/lib/novas \
     NOVAS_HTTP_PORT=8080
-EXPOSE 8080 9022 2222 40000-41000
+EXPOSE 8080 9022 2222 6443 40000-41000
 USER 10001:10001
 ENTRYPOINT ["/usr/local/bin/novas"]
 CMD ["serve"]

@@ -58,6 +58,12 @@ pub struct Flags {
     /// NOVAC_HEALTH_PORT: serve /healthz and /readyz on this port (default: off)
     #[arg(long)]
     pub health_port: Option<String>,
+    /// NOVAC_KUBE_CLUSTER: serve KAC (Kubernetes API) streams, announcing this cluster name
+    #[arg(long)]
+    pub kube_cluster: Option<String>,
+    /// NOVAC_KUBECONFIG: kubeconfig of the API server (default: the in-cluster service account)
+    #[arg(long)]
+    pub kubeconfig: Option<String>,
 }
 
 /// The same settings as read from the environment. Serialize only to list
@@ -76,6 +82,8 @@ struct EnvVars {
     max_backoff: Option<String>,
     log_format: Option<String>,
     health_port: Option<String>,
+    kube_cluster: Option<String>,
+    kubeconfig: Option<String>,
 }
 
 /// Variables read outside [`EnvVars`] (the default name, log filter).
@@ -118,6 +126,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Port of the health endpoint (all addresses), if enabled.
     pub health_port: Option<u16>,
+    /// KAC: the API server kubernetes streams go to; `None`: not served.
+    pub kube: Option<crate::kube::KubeSource>,
 }
 
 /// A configuration error: the variable and what is wrong with it.
@@ -271,7 +281,35 @@ impl Config {
             },
         };
 
+        let kubeconfig = pick(f.kubeconfig, e.kubeconfig).map(PathBuf::from);
+        let kube = match (pick(f.kube_cluster, e.kube_cluster), kubeconfig) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(err(
+                    "NOVAC_KUBE_CLUSTER",
+                    "is required with NOVAC_KUBECONFIG: it names the cluster this agent serves",
+                ))
+            }
+            (Some(cluster), kubeconfig) => {
+                let cluster = cluster.trim().to_string();
+                validate_name(&cluster).map_err(|m| err("NOVAC_KUBE_CLUSTER", m))?;
+                if let Some(p) = &kubeconfig {
+                    if !p.is_file() {
+                        return Err(err(
+                            "NOVAC_KUBECONFIG",
+                            format!("{} is not a readable file", p.display()),
+                        ));
+                    }
+                }
+                Some(crate::kube::KubeSource {
+                    cluster,
+                    kubeconfig,
+                })
+            }
+        };
+
         Ok(Self {
+            kube,
             health_port,
             servers,
             token: Secret::new(token),
@@ -336,6 +374,12 @@ mod tests {
         env.health_port = Some(" 8081 ".into());
         let c = Config::from_parts(Flags::default(), env).expect("valid");
         assert_eq!(c.health_port, Some(8081));
+        assert!(c.kube.is_none());
+        let mut env = base();
+        env.kube_cluster = Some("prod-eu".into());
+        let c = Config::from_parts(Flags::default(), env).expect("valid");
+        let k = c.kube.expect("kube");
+        assert_eq!((k.cluster.as_str(), k.kubeconfig), ("prod-eu", None));
     }
 
     #[test]
@@ -367,7 +411,22 @@ mod tests {
     #[test]
     fn each_bad_value_names_its_variable() {
         type Edit = fn(&mut EnvVars);
-        let cases: [(Edit, &str); 11] = [
+        let cases: [(Edit, &str); 14] = [
+            (
+                |e| e.kubeconfig = Some("/nonexistent".into()),
+                "NOVAC_KUBE_CLUSTER",
+            ),
+            (
+                |e| {
+                    e.kube_cluster = Some("prod".into());
+                    e.kubeconfig = Some("/nonexistent/kubeconfig".into())
+                },
+                "NOVAC_KUBECONFIG",
+            ),
+            (
+                |e| e.kube_cluster = Some("a b".into()),
+                "NOVAC_KUBE_CLUSTER",
+            ),
             (|e| e.server = None, "NOVAC_SERVER"),
             (|e| e.server = Some("nohost".into()), "NOVAC_SERVER"),
             (|e| e.token = None, "NOVAC_TOKEN"),

@@ -4,6 +4,8 @@
 //! - [`tunnel`]: one tunnel per NOVAS (connect, register, heartbeat,
 //!   reconnect with backoff).
 //! - [`session`]: one session stream (allowlist, dial, splice).
+//! - [`kube`]: KAC, kubernetes streams served against this agent's API
+//!   server with impersonation.
 //! - [`health`]: `/healthz` and `/readyz` on NOVAC_HEALTH_PORT.
 //! - [`allowlist`], [`backoff`]: the rules and delays those use.
 #![forbid(unsafe_code)]
@@ -12,6 +14,7 @@ pub mod allowlist;
 pub mod backoff;
 pub mod config;
 pub mod health;
+pub mod kube;
 pub mod session;
 pub mod tunnel;
 
@@ -41,9 +44,20 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         tracing::warn!("NOVAC_ALLOW is unset: this agent will dial any target NOVAS asks for");
     }
     tracing::info!(agent.name = %cfg.name, tags = %cfg.tags, servers = ?cfg.servers, "starting");
+    let kube = match &cfg.kube {
+        Some(src) => {
+            let t = kube::KubeTarget::load(src)
+                .await
+                .with_context(|| format!("KAC for cluster {:?}", src.cluster))?;
+            tracing::info!(kube.cluster = %t.cluster, api = %t.url, "serving kubernetes streams");
+            Some(Arc::new(t))
+        }
+        None => None,
+    };
     let ctx = Arc::new(session::SessionCtx {
         allow: cfg.allow.clone(),
         dial_timeout: cfg.dial_timeout,
+        kube,
     });
     let health = Arc::new(health::Health::default());
     if let Some(port) = cfg.health_port {

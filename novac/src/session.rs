@@ -12,7 +12,9 @@ use tunnel_proto::{
     StreamErrorCode, StreamKind, StreamOpen, StreamReply,
 };
 
-use crate::allowlist::Allowlist;
+use std::sync::Arc;
+
+use crate::{allowlist::Allowlist, kube::KubeTarget};
 
 /// Bound on receiving the header of a new stream.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,6 +25,27 @@ pub const SPLICE_BUF: usize = 64 * 1024;
 pub struct SessionCtx {
     pub allow: Allowlist,
     pub dial_timeout: Duration,
+    /// The API server kubernetes streams go to; `None`: not served.
+    pub kube: Option<Arc<KubeTarget>>,
+}
+
+impl SessionCtx {
+    /// What this agent announces in `Hello`.
+    pub fn capabilities(&self) -> Vec<String> {
+        let mut caps: Vec<String> = ["tcp", "postgres", "mysql", "ssh"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if let Some(k) = &self.kube {
+            caps.push(tunnel_proto::stream::KUBERNETES_CAPABILITY.into());
+            caps.push(format!(
+                "{}{}",
+                tunnel_proto::stream::KUBERNETES_CLUSTER_CAPABILITY,
+                k.cluster
+            ));
+        }
+        caps
+    }
 }
 
 /// Serves one inbound stream to completion.
@@ -41,6 +64,9 @@ pub async fn serve(mut stream: TunnelStream, ctx: &SessionCtx) {
     };
     let span = tracing::info_span!("session", session.id = %open.session_id, target = %open.target, kind = open.kind.as_str());
     async move {
+        if open.kind == StreamKind::Kubernetes {
+            return serve_kube(stream, open, ctx).await;
+        }
         let target = match dial(&open, ctx).await {
             Ok(t) => t,
             Err((code, message)) => {
@@ -74,13 +100,34 @@ pub async fn serve(mut stream: TunnelStream, ctx: &SessionCtx) {
     .await
 }
 
-async fn dial(open: &StreamOpen, ctx: &SessionCtx) -> Result<TcpStream, (StreamErrorCode, String)> {
-    if open.kind == StreamKind::Kubernetes {
-        return Err((
-            StreamErrorCode::BadRequest,
-            "this agent does not serve kubernetes streams".into(),
-        ));
+/// A kubernetes stream: check the header, answer, then serve HTTP on it.
+async fn serve_kube(mut stream: TunnelStream, open: StreamOpen, ctx: &SessionCtx) {
+    let checked = match &ctx.kube {
+        None => Err(
+            "this agent does not serve kubernetes streams (NOVAC_KUBE_CLUSTER is unset)"
+                .to_string(),
+        ),
+        Some(t) => crate::kube::check_header(open.kube.as_ref()).map(|()| t.clone()),
+    };
+    let target = match checked {
+        Ok(t) => t,
+        Err(message) => {
+            tracing::warn!(%message, "refusing kubernetes stream");
+            let code = StreamErrorCode::BadRequest;
+            let _ = write_frame(&mut stream, &StreamReply::Error { code, message }).await;
+            return;
+        }
+    };
+    if let Err(e) = write_frame(&mut stream, &StreamReply::Ok).await {
+        tracing::debug!(error = %e, "server went away before the reply");
+        return;
     }
+    let Some(who) = open.kube else { return };
+    tracing::debug!(kube.user = %who.user, kube.groups = ?who.groups, api = %target.url, "kubernetes stream");
+    crate::kube::serve(stream, target, who).await;
+}
+
+async fn dial(open: &StreamOpen, ctx: &SessionCtx) -> Result<TcpStream, (StreamErrorCode, String)> {
     let (host, port) = split_target(&open.target).map_err(|m| (StreamErrorCode::BadRequest, m))?;
     let addrs: Vec<SocketAddr> =
         tokio::time::timeout(ctx.dial_timeout, tokio::net::lookup_host((host, port)))

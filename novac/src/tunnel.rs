@@ -91,9 +91,12 @@ async fn connect_and_serve(
             .await
             .map_err(|e| format!("cannot open control stream: {e}"))?;
         let (mut rd, mut wr) = tokio::io::split(control);
-        let heartbeat = tokio::time::timeout(REGISTER_TIMEOUT, register(cfg, &mut rd, &mut wr))
-            .await
-            .map_err(|_| "no answer to registration in time".to_string())??;
+        let heartbeat = tokio::time::timeout(
+            REGISTER_TIMEOUT,
+            register(cfg, &ctx.capabilities(), &mut rd, &mut wr),
+        )
+        .await
+        .map_err(|_| "no answer to registration in time".to_string())??;
         Ok::<_, String>((tunnel, rd, wr, heartbeat))
     };
     let (mut tunnel, rd, wr, heartbeat) = tokio::select! {
@@ -121,6 +124,7 @@ async fn connect_and_serve(
 /// Sends the preface and Hello; returns the heartbeat interval on Welcome.
 async fn register(
     cfg: &Config,
+    capabilities: &[String],
     rd: &mut ReadHalf<TunnelStream>,
     wr: &mut WriteHalf<TunnelStream>,
 ) -> Result<Duration, String> {
@@ -133,12 +137,7 @@ async fn register(
         name: cfg.name.clone(),
         tags: cfg.tags.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
-        capabilities: vec![
-            "tcp".into(),
-            "postgres".into(),
-            "mysql".into(),
-            "ssh".into(),
-        ],
+        capabilities: capabilities.to_vec(),
     };
     write_frame(wr, &hello).await.map_err(|e| e.to_string())?;
     match read_frame::<Control, _>(rd).await {

@@ -82,6 +82,9 @@ pub struct ServeFlags {
     /// NOVAS_CONSOLE_SECURE_COOKIE: true marks the console cookie Secure (behind a TLS proxy)
     #[arg(long)]
     pub console_secure_cookie: Option<String>,
+    /// NOVAS_KUBE_PORT: the HTTPS listener for every kubernetes resource (default 6443)
+    #[arg(long)]
+    pub kube_port: Option<String>,
 }
 
 /// Serialize only to list the field names ([`env_names`]).
@@ -111,11 +114,12 @@ struct EnvVars {
     console_idle_timeout: Option<String>,
     console_session_max: Option<String>,
     console_secure_cookie: Option<String>,
+    kube_port: Option<String>,
 }
 
 /// Variables read outside [`EnvVars`]: by the CLI subcommands
 /// (`novas tunnels`) and for the default node name.
-const OTHER_ENV: [&str; 3] = ["NOVAS_URL", "HOSTNAME", "RUST_LOG"];
+const OTHER_ENV: [&str; 4] = ["NOVAS_URL", "NOVAS_KUBE_URL", "HOSTNAME", "RUST_LOG"];
 
 /// Every environment variable novas reads, derived from the struct envy
 /// fills (so this cannot drift from what is parsed). Resource files name
@@ -174,6 +178,8 @@ pub struct Config {
     /// Poll interval for policy versions in the store.
     pub policy_refresh: Duration,
     pub console: crate::console::ConsoleConfig,
+    /// KAC listener, opened only when a kubernetes resource exists.
+    pub kube_port: u16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -370,6 +376,7 @@ impl Config {
                 false,
             )?,
             ssh_port: port("NOVAS_SSH_PORT", pick(f.ssh_port, e.ssh_port), 2222)?,
+            kube_port: port("NOVAS_KUBE_PORT", pick(f.kube_port, e.kube_port), 6443)?,
             ssh_login_timeout: duration(
                 "NOVAS_SSH_LOGIN_TIMEOUT",
                 pick(f.ssh_login_timeout, e.ssh_login_timeout),
@@ -440,6 +447,7 @@ mod tests {
         assert!(!c.audit_fail_open);
         assert!(!c.metrics_public);
         assert_eq!(c.ssh_port, 2222);
+        assert_eq!(c.kube_port, 6443);
         assert_eq!(c.ssh_login_timeout, Duration::from_secs(60));
     }
 
@@ -477,8 +485,9 @@ mod tests {
     #[test]
     fn bad_values_name_the_variable() {
         type Edit = fn(&mut EnvVars);
-        let cases: [(Edit, &str); 12] = [
+        let cases: [(Edit, &str); 13] = [
             (|e| e.ssh_port = Some("ssh".into()), "NOVAS_SSH_PORT"),
+            (|e| e.kube_port = Some("k8s".into()), "NOVAS_KUBE_PORT"),
             (
                 |e| e.ssh_login_timeout = Some("1 fortnight-ish".into()),
                 "NOVAS_SSH_LOGIN_TIMEOUT",

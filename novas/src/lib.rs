@@ -16,6 +16,7 @@
 //! - [`console`]: the web console (login, pages, the JSON API behind them).
 //! - [`sessions`]: live user sessions of every kind, terminable.
 //! - [`ssh`]: SAC, the SSH front end (one listener, resource in the login name).
+//! - [`kube`]: KAC, the Kubernetes API front end (one HTTPS listener, cluster in the path).
 //! - [`secrets`]: data-dir files for generated secrets.
 //! - [`store`]: the persistent store (SQLite, or a shared PostgreSQL/MySQL): users, audit.
 //! - [`audit`]: typed audit events and the batching, fail-closed [`audit::Auditor`].
@@ -30,6 +31,7 @@ pub mod config;
 pub mod console;
 pub mod dac;
 pub mod frontend;
+pub mod kube;
 pub mod live_policies;
 pub mod metrics;
 pub mod mysql;
@@ -148,6 +150,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     )?);
     let mysql_tls =
         tokio_rustls::TlsAcceptor::from(tls::server_config_alpn(identity.clone(), &[])?);
+    // kubectl over HTTP/1.1 only: exec and port-forward upgrades do not
+    // exist in HTTP/2.
+    let kube_tls =
+        tokio_rustls::TlsAcceptor::from(tls::server_config_alpn(identity.clone(), &[b"http/1.1"])?);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(identity)?);
     let registry = Arc::new(registry::Registry::new(cfg.node_name.clone()));
 
@@ -160,6 +166,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let ssh_listener = match ssh_resources.is_empty() {
         true => None,
         false => Some(bind(cfg.bind, cfg.ssh_port, "NOVAS_SSH_PORT").await?),
+    };
+    let (kube_resources, resources): (Vec<_>, Vec<_>) = resources
+        .into_iter()
+        .partition(|r| r.kind == tunnel_proto::StreamKind::Kubernetes);
+    // One KAC listener for every kubernetes resource, only if there are any.
+    let kube_listener = match kube_resources.is_empty() {
+        true => None,
+        false => Some(bind(cfg.bind, cfg.kube_port, "NOVAS_KUBE_PORT").await?),
     };
     let mut resource_listeners = Vec::new();
     for r in resources {
@@ -227,6 +241,27 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             shutdown.clone(),
         ));
     }
+    let mut kube_addr = None;
+    if let Some(listener) = kube_listener {
+        let addr = listener.local_addr()?;
+        for r in &kube_resources {
+            tracing::info!(resource = %r.name, kind = "kubernetes", kube.addr = %addr, path = %format!("{}{}", kube::proxy::CLUSTER_PREFIX, r.name), "kubernetes resource served");
+        }
+        let front = Arc::new(kube::KubeFront::new(
+            dac.clone(),
+            store.clone(),
+            kube_resources,
+            kube_tls,
+            ssh::recordings_dir(&cfg.data_dir),
+        ));
+        kube_addr = Some(addr);
+        tasks.spawn(kube::serve(
+            listener,
+            front,
+            tasks.clone(),
+            shutdown.clone(),
+        ));
+    }
     for (listener, res) in resource_listeners {
         tracing::info!(resource = %res.name, kind = res.kind.as_str(), port = res.listen_port, target = %res.target, "resource listening");
         let (tasks2, stop, live) = (tasks.clone(), shutdown.clone(), sessions.clone());
@@ -285,6 +320,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     println!("fingerprint: {fingerprint}");
     if let Some((addr, fp)) = &ssh_addr {
         println!("ssh: {addr} {fp}");
+    }
+    if let Some(addr) = &kube_addr {
+        println!("kube: {addr}");
     }
     println!("listening: agent={agent_addr} http={http_addr}");
     tracing::info!(node = %cfg.node_name, %agent_addr, %http_addr, %fingerprint, "novas ready");

@@ -46,6 +46,8 @@ enum Command {
     SshHostkey(Box<cli::ssh::HostKeyArgs>),
     /// List and replay SSH session recordings (asciicast v2)
     Recordings(Box<cli::ssh::RecordingsArgs>),
+    /// Issue a Kubernetes (KAC) token for a user and print a ready kubeconfig
+    Kubeconfig(Box<cli::kube::KubeconfigArgs>),
     /// Print the SHA-256 fingerprint agents pin (NOVAC_SERVER_FINGERPRINT)
     Fingerprint {
         #[arg(long)]
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         Some(Command::Policy(args)) => cli::policy::main(*args),
         Some(Command::SshHostkey(args)) => cli::ssh::hostkey_main(*args),
         Some(Command::Recordings(args)) => cli::ssh::recordings_main(*args),
+        Some(Command::Kubeconfig(args)) => cli::kube::main(*args),
         Some(Command::Fingerprint { data_dir, cert }) => {
             cli::fingerprint(data_dir.or_else(|| env_var("NOVAS_DATA_DIR")), cert)
                 .map(|fp| println!("{fp}"))

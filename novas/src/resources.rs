@@ -26,6 +26,8 @@ struct File {
 struct RawResource {
     name: String,
     kind: String,
+    /// Kubernetes resources may leave it out: the agent knows its API server.
+    #[serde(default)]
     target: String,
     #[serde(default)]
     listen: Option<u16>,
@@ -235,11 +237,12 @@ pub fn parse_with(
             "postgres" => StreamKind::Postgres,
             "mysql" => StreamKind::Mysql,
             "ssh" => StreamKind::Ssh,
+            "kubernetes" => StreamKind::Kubernetes,
             other => {
                 return Err(invalid(
                     &r.name,
                     format!(
-                        "kind {other:?} is not supported yet (supported: tcp, postgres, mysql, ssh)"
+                        "kind {other:?} is not supported (supported: tcp, postgres, mysql, ssh, kubernetes)"
                     ),
                 ))
             }
@@ -290,9 +293,21 @@ pub fn parse_with(
                     "ssh resources take no listen or database: they share NOVAS_SSH_PORT and are chosen in the login name".into(),
                 ))
             }
+            StreamKind::Kubernetes
+                if r.listen.is_some() || r.database.is_some() || !r.accounts.is_empty() =>
+            {
+                return Err(invalid(
+                    &r.name,
+                    "kubernetes resources take no listen, database or accounts: they share NOVAS_KUBE_PORT (path /clusters/<name>) and the agent uses its own credentials".into(),
+                ))
+            }
             _ => {}
         }
-        split_target(&r.target).map_err(|m| invalid(&r.name, m))?;
+        // A kubernetes target is informational (the agent decides the API
+        // address); if given it must still look like one.
+        if !(kind == StreamKind::Kubernetes && r.target.is_empty()) {
+            split_target(&r.target).map_err(|m| invalid(&r.name, m))?;
+        }
         if r.agent.name.is_none() && r.agent.tags.is_empty() {
             return Err(invalid(
                 &r.name,
@@ -300,8 +315,8 @@ pub fn parse_with(
             ));
         }
         let listen_port = match r.listen {
-            // Served by the one SSH listener, never a port of its own.
-            None if kind == StreamKind::Ssh => 0,
+            // Served by the one SSH (or KAC) listener, never a port of its own.
+            None if matches!(kind, StreamKind::Ssh | StreamKind::Kubernetes) => 0,
             Some(0) => return Err(invalid(&r.name, "listen port 0".into())),
             Some(p) => p,
             None => {
@@ -340,7 +355,7 @@ pub fn parse_with(
 pub fn check_policies(resources: &[Resource], policies: &Policies) -> Result<(), String> {
     for p in policies.iter() {
         for r in resources.iter().filter(|r| p.covers_resource(&r.name)) {
-            if r.kind == StreamKind::Tcp {
+            if matches!(r.kind, StreamKind::Tcp | StreamKind::Kubernetes) {
                 continue;
             }
             if r.kind == StreamKind::Ssh {

@@ -47,18 +47,37 @@ pub async fn route(
     res: &Resource,
     registry: &Registry,
 ) -> Result<(Arc<Agent>, TunnelStream), RouteError> {
-    let candidates = registry.candidates(&res.selector);
-    if candidates.is_empty() {
-        return Err(RouteError::NoAgent(res.name.clone()));
-    }
     let header = StreamOpen {
         session_id: session_id.to_string(),
         target: res.target.clone(),
         kind: res.kind,
+        kube: None,
     };
+    route_header(res, registry, &header).await
+}
+
+/// [`route`] with a header the caller built (kubernetes streams carry the
+/// identity to impersonate). Kubernetes streams only go to agents that
+/// announce the capability: an older agent would refuse the header.
+pub async fn route_header(
+    res: &Resource,
+    registry: &Registry,
+    header: &StreamOpen,
+) -> Result<(Arc<Agent>, TunnelStream), RouteError> {
+    let mut candidates = registry.candidates(&res.selector);
+    if res.kind == tunnel_proto::StreamKind::Kubernetes {
+        candidates.retain(|a| {
+            a.capabilities
+                .iter()
+                .any(|c| c == tunnel_proto::stream::KUBERNETES_CAPABILITY)
+        });
+    }
+    if candidates.is_empty() {
+        return Err(RouteError::NoAgent(res.name.clone()));
+    }
     let mut last = None;
     for agent in candidates {
-        match tokio::time::timeout(OPEN_TIMEOUT, open_on(&agent, &header)).await {
+        match tokio::time::timeout(OPEN_TIMEOUT, open_on(&agent, header)).await {
             Ok(Ok(stream)) => return Ok((agent, stream)),
             Ok(Err(e @ RouteError::Refused { .. })) => return Err(e),
             Ok(Err(e)) => {

@@ -201,6 +201,7 @@ fn compose_novas() {
     assert_eq!(container_of("80"), env["NOVAS_HTTP_PORT"], "HTTP port");
     assert_eq!(container_of("9022"), env["NOVAS_AGENT_PORT"], "agent port");
     assert_eq!(container_of("2222"), "2222", "SSH front end");
+    assert_eq!(container_of("6443"), "6443", "Kubernetes API front end");
     assert_eq!(container_of("40000-41000"), "40000-41000", "resource range");
     // The data dir is a volume.
     let data_dir = &env["NOVAS_DATA_DIR"];
@@ -405,10 +406,12 @@ fn check_novac_deployment(m: &Manifest) -> Value {
     assert_eq!(at(sc, &["readOnlyRootFilesystem"]).as_bool(), Some(true));
     assert_eq!(at(sc, &["allowPrivilegeEscalation"]).as_bool(), Some(false));
     assert_eq!(strings(at(sc, &["capabilities", "drop"])), ["ALL"]);
+    // KAC: the service-account token is how NOVAC reaches its API server,
+    // so it is mounted exactly when the agent serves a cluster.
     assert_eq!(
         at(pod, &["automountServiceAccountToken"]).as_bool(),
-        Some(false),
-        "{file}: the agent does not use the Kubernetes API yet"
+        Some(env.contains_key("NOVAC_KUBE_CLUSTER")),
+        "{file}: automountServiceAccountToken must match NOVAC_KUBE_CLUSTER"
     );
     let sa = str_at(pod, &["serviceAccountName"]);
     assert!(
@@ -528,21 +531,109 @@ fn k8s_manifests_match_the_api_schemas() {
 }
 
 #[test]
-fn every_k8s_file_is_checked_and_grants_no_rbac() {
-    let checked = ["k8s/novac-deployment-ha.yaml", "k8s/novac-deployment.yaml"];
+fn every_k8s_file_is_checked_and_rbac_is_least_privilege() {
+    let checked = [
+        "k8s/novac-deployment-ha.yaml",
+        "k8s/novac-deployment.yaml",
+        "k8s/novac-kac-rbac.yaml",
+    ];
     for f in files_under("k8s") {
         let m = Manifest::load(&f);
         assert!(
             checked.contains(&f.as_str()),
             "{f} is parsed but has no shape check: add one to deploy_files.rs"
         );
+        // RBAC lives in one file, checked below; nowhere else.
         for kind in ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] {
-            assert!(
-                m.of_kind(kind).is_empty(),
-                "{f}: {kind} — RBAC comes with in-cluster access (KAC), least privilege"
-            );
+            if f != "k8s/novac-kac-rbac.yaml" {
+                assert!(
+                    m.of_kind(kind).is_empty(),
+                    "{f}: {kind} outside novac-kac-rbac.yaml"
+                );
+            }
         }
     }
+    let m = Manifest::load("k8s/novac-kac-rbac.yaml");
+    assert!(m.of_kind("Role").is_empty() && m.of_kind("RoleBinding").is_empty());
+    let roles = m.of_kind("ClusterRole");
+    assert_eq!(roles.len(), 1, "one ClusterRole");
+    let role = roles[0];
+    let role_name = str_at(role, &["metadata", "name"]);
+    assert!(role.get("aggregationRule").is_none(), "no aggregation");
+    let rules = at(role, &["rules"]).as_sequence().expect("rules");
+    let mut users = BTreeSet::new();
+    let mut groups = BTreeSet::new();
+    for r in rules {
+        // Only `impersonate`, only users or groups, only by name.
+        assert_eq!(strings(at(r, &["verbs"])), ["impersonate"], "{r:?}");
+        assert_eq!(strings(at(r, &["apiGroups"])), [""], "{r:?}");
+        assert!(r.get("nonResourceURLs").is_none(), "{r:?}");
+        let names = strings(at(r, &["resourceNames"]));
+        assert!(
+            !names.is_empty(),
+            "impersonate without resourceNames is anyone: {r:?}"
+        );
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.contains('*') && !n.starts_with("system:")),
+            "{names:?}"
+        );
+        for res in strings(at(r, &["resources"])) {
+            match res.as_str() {
+                "users" => users.extend(names.iter().cloned()),
+                "groups" => groups.extend(names.iter().cloned()),
+                other => {
+                    panic!("the KAC role may impersonate users and groups only, not {other:?}")
+                }
+            }
+        }
+    }
+    // Bound to NOVAC's service account, which the Deployments use.
+    let bindings = m.of_kind("ClusterRoleBinding");
+    assert_eq!(bindings.len(), 1);
+    let b = bindings[0];
+    assert_eq!(str_at(b, &["roleRef", "kind"]), "ClusterRole");
+    assert_eq!(str_at(b, &["roleRef", "name"]), role_name);
+    let subjects = at(b, &["subjects"]).as_sequence().expect("subjects");
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(str_at(&subjects[0], &["kind"]), "ServiceAccount");
+    let (sa, ns) = (
+        str_at(&subjects[0], &["name"]),
+        str_at(&subjects[0], &["namespace"]),
+    );
+    for f in ["k8s/novac-deployment.yaml", "k8s/novac-deployment-ha.yaml"] {
+        let d = Manifest::load(f);
+        let dep = d.deployment();
+        assert_eq!(
+            str_at(dep, &["spec", "template", "spec", "serviceAccountName"]),
+            sa,
+            "{f}"
+        );
+        assert_eq!(str_at(dep, &["metadata", "namespace"]), ns, "{f}");
+    }
+    // Exactly the identities the example policies impersonate: the cluster
+    // refuses a mapping the role lacks, and the role grants no spare names.
+    let pol: Value = serde_yaml::from_str(&read("examples/policies.yaml")).expect("policies");
+    let (mut want_users, mut want_groups) = (BTreeSet::new(), BTreeSet::new());
+    for p in pol["policies"].as_sequence().expect("policies list") {
+        if let Some(k) = p.get("kubernetes") {
+            want_users.insert(str_at(k, &["user"]).to_string());
+            want_groups.extend(strings(at(k, &["groups"])));
+        }
+    }
+    assert!(
+        !want_users.is_empty(),
+        "examples/policies.yaml maps no kubernetes identity"
+    );
+    assert_eq!(
+        users, want_users,
+        "impersonable users vs examples/policies.yaml"
+    );
+    assert_eq!(
+        groups, want_groups,
+        "impersonable groups vs examples/policies.yaml"
+    );
 }
 
 // ---- Dockerfile --------------------------------------------------------

@@ -32,5 +32,5 @@ pub mod transport;
 pub use control::{Control, PROTO_VERSION};
 pub use frame::{FrameError, MAX_FRAME_LEN};
 pub use secret::Secret;
-pub use stream::{StreamErrorCode, StreamKind, StreamOpen, StreamReply};
+pub use stream::{KubeStream, StreamErrorCode, StreamKind, StreamOpen, StreamReply};
 pub use tags::Tags;

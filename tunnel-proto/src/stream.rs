@@ -36,6 +36,41 @@ pub struct StreamOpen {
     /// `host:port` the agent should dial.
     pub target: String,
     pub kind: StreamKind,
+    /// Kubernetes streams only: who the agent impersonates towards the API
+    /// server. Absent on every other kind, so their header is byte for byte
+    /// what version-1 agents read; NOVAS only sends it to agents that
+    /// announce the [`KUBERNETES_CAPABILITY`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube: Option<KubeStream>,
+}
+
+/// The capability (in `Hello`) of an agent that serves kubernetes streams
+/// and understands [`StreamOpen::kube`].
+pub const KUBERNETES_CAPABILITY: &str = "kubernetes";
+
+/// Prefix of the capability that names the cluster an agent serves:
+/// `kubernetes-cluster=prod-eu`.
+pub const KUBERNETES_CLUSTER_CAPABILITY: &str = "kubernetes-cluster=";
+
+/// The version of [`KubeStream`] this build writes. An agent refuses a
+/// version it does not know (`bad_request`) instead of guessing.
+pub const KUBE_STREAM_VERSION: u16 = 1;
+
+/// The identity a kubernetes stream acts as. After the agent's `ok` the
+/// stream carries HTTP/1.1 requests from NOVAS (already authorised); the
+/// agent sends them to its API server with its own credentials plus
+/// `Impersonate-User` / `Impersonate-Group` from here, and drops any
+/// `Authorization` or `Impersonate-*` header found in the requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeStream {
+    /// [`KUBE_STREAM_VERSION`].
+    pub v: u16,
+    /// The Kubernetes user name to impersonate (never empty).
+    pub user: String,
+    /// The Kubernetes groups to impersonate.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// Why an agent did not connect a stream.
@@ -100,6 +135,40 @@ mod tests {
         for bad in ["db", ":22", "db:0", "db:99999", "db:x"] {
             assert!(split_target(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn header_without_kube_is_the_version_1_shape() {
+        let h = StreamOpen {
+            session_id: "s".into(),
+            target: "10.0.0.1:5432".into(),
+            kind: StreamKind::Postgres,
+            kube: None,
+        };
+        let json = serde_json::to_string(&h).expect("ser");
+        assert_eq!(
+            json,
+            r#"{"session_id":"s","target":"10.0.0.1:5432","kind":"postgres"}"#
+        );
+        let back: StreamOpen = serde_json::from_str(&json).expect("de");
+        assert!(back.kube.is_none());
+    }
+
+    #[test]
+    fn kube_header_round_trips_and_refuses_unknown_fields() {
+        let json = r#"{"session_id":"s","target":"","kind":"kubernetes","kube":{"v":1,"user":"dev","groups":["nova:dev"]}}"#;
+        let h: StreamOpen = serde_json::from_str(json).expect("de");
+        assert_eq!(
+            h.kube,
+            Some(KubeStream {
+                v: 1,
+                user: "dev".into(),
+                groups: vec!["nova:dev".into()],
+            })
+        );
+        assert_eq!(serde_json::to_string(&h).expect("ser"), json);
+        let extra = r#"{"session_id":"s","target":"","kind":"kubernetes","kube":{"v":1,"user":"dev","uid":"0"}}"#;
+        assert!(serde_json::from_str::<StreamOpen>(extra).is_err());
     }
 
     #[test]

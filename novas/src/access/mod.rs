@@ -11,6 +11,7 @@ pub mod policy;
 pub mod sql;
 pub mod ssh;
 
+pub(crate) use policy::glob;
 pub use policy::{Denied, Identity, Permit, Policies, Policy, StatementDecision};
 pub use sql::{SqlDialect, StatementKind};
 pub use ssh::{choose_login, may_forward, ssh_logins};

@@ -21,6 +21,12 @@
 //!     account: deploy           # the login used when the user names none
 //!     logins: [deploy, root]    # logins the user may pick (`alice%web-1%root`)
 //!     port_forward: true        # `ssh -L` allowed (default false)
+//!   - name: dev-k8s             # kubernetes resources (crate::kube::policy)
+//!     roles: [dev]
+//!     resources: [prod-eu]
+//!     kubernetes:
+//!       groups: [nova-dev]
+//!       rules: [{verbs: [get, list, watch], namespaces: [default]}]
 //! ```
 //! The first policy (in file order) whose subjects and resources match is
 //! the one that applies; no match means no access.
@@ -59,6 +65,9 @@ struct RawPolicy {
     logins: Vec<String>,
     #[serde(default)]
     port_forward: bool,
+    /// Kubernetes resources (decisions in `crate::kube::policy`).
+    #[serde(default)]
+    kubernetes: Option<crate::kube::policy::RawKube>,
 }
 
 /// One validated policy.
@@ -82,6 +91,9 @@ pub struct Policy {
     pub logins: Vec<String>,
     /// SSH resources: whether local port forwarding (`ssh -L`) is allowed.
     pub port_forward: bool,
+    /// Kubernetes resources: the request rules and the impersonated
+    /// identity; `None` grants nothing on a cluster.
+    pub kubernetes: Option<crate::kube::policy::KubeRules>,
 }
 
 /// Who is asking: a NOVAS user and their roles.
@@ -192,7 +204,12 @@ impl Policies {
                 })?;
                 deny.push(kind);
             }
+            let kubernetes = match p.kubernetes {
+                None => None,
+                Some(raw) => Some(crate::kube::policy::KubeRules::from_raw(raw).map_err(invalid)?),
+            };
             list.push(Policy {
+                kubernetes,
                 name: p.name,
                 users: p.users,
                 roles: p.roles,
@@ -280,7 +297,7 @@ impl Policy {
 }
 
 /// `*` matches any run of characters; everything else literally.
-fn glob(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob(pattern: &str, name: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
     if parts.len() == 1 {
         return pattern == name;

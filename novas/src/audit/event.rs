@@ -112,6 +112,43 @@ pub enum EventKind {
         /// How long the tunnel was up.
         connected_ms: u64,
     },
+    /// KAC: one Kubernetes API request ([`KubeRequest`]).
+    KubeRequest(Box<KubeRequest>),
+}
+
+/// KAC: one Kubernetes API request (recorded when its response ends, so a
+/// watch or an exec session is one event with its whole length). Boxed in
+/// [`EventKind::KubeRequest`]: it is the largest event by far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubeRequest {
+    pub client_addr: String,
+    /// `GET /api/v1/namespaces/default/pods?watch=true` (the path
+    /// inside the cluster, with its query: exec's command is there).
+    pub text: String,
+    /// get, list, watch, create, update, patch, delete, deletecollection;
+    /// `discovery` for /api, /apis, /version, /openapi.
+    pub verb: String,
+    pub api_group: String,
+    pub resource: String,
+    pub subresource: String,
+    pub namespace: String,
+    pub name: String,
+    pub decision: Decision,
+    pub policy: String,
+    /// The identity the agent impersonated: `user` and `groups`.
+    pub kube_user: String,
+    pub kube_groups: Vec<String>,
+    /// HTTP status sent to the client (101 for exec and port-forward).
+    pub status: u16,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub duration_ms: u64,
+    pub agent: Option<String>,
+    pub error: Option<String>,
+    /// Exec and attach: the asciicast recording's id
+    /// (`novas recordings play ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
 }
 
 /// A policy decision on a statement.
@@ -136,6 +173,7 @@ pub enum EventType {
     AdminChange,
     AgentConnect,
     AgentDisconnect,
+    KubeRequest,
 }
 
 impl Decision {
@@ -166,7 +204,7 @@ impl fmt::Display for Decision {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 10] = [
         EventType::SessionOpen,
         EventType::SessionClose,
         EventType::Statement,
@@ -176,6 +214,7 @@ impl EventType {
         EventType::AdminChange,
         EventType::AgentConnect,
         EventType::AgentDisconnect,
+        EventType::KubeRequest,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -189,6 +228,7 @@ impl EventType {
             EventType::AdminChange => "admin_change",
             EventType::AgentConnect => "agent_connect",
             EventType::AgentDisconnect => "agent_disconnect",
+            EventType::KubeRequest => "kube_request",
         }
     }
 }
@@ -226,6 +266,7 @@ impl EventKind {
             EventKind::AdminChange { .. } => EventType::AdminChange,
             EventKind::AgentConnect { .. } => EventType::AgentConnect,
             EventKind::AgentDisconnect { .. } => EventType::AgentDisconnect,
+            EventKind::KubeRequest(_) => EventType::KubeRequest,
         }
     }
 
@@ -234,6 +275,7 @@ impl EventKind {
             EventKind::Statement { decision, .. } | EventKind::Command { decision, .. } => {
                 Some(*decision)
             }
+            EventKind::KubeRequest(k) => Some(k.decision),
             _ => None,
         }
     }
@@ -241,6 +283,7 @@ impl EventKind {
     pub fn policy(&self) -> Option<&str> {
         match self {
             EventKind::Statement { policy, .. } | EventKind::Command { policy, .. } => Some(policy),
+            EventKind::KubeRequest(k) => Some(&k.policy),
             _ => None,
         }
     }
@@ -249,6 +292,7 @@ impl EventKind {
         match self {
             EventKind::Statement { text, .. } | EventKind::Command { text, .. } => Some(text),
             EventKind::AdminChange { object, .. } => Some(object),
+            EventKind::KubeRequest(k) => Some(&k.text),
             _ => None,
         }
     }
@@ -352,6 +396,46 @@ impl AuditEvent {
             } => {
                 name(client_addr);
                 detail(reason);
+            }
+            EventKind::KubeRequest(k) => {
+                let KubeRequest {
+                    client_addr,
+                    text,
+                    verb,
+                    api_group,
+                    resource,
+                    subresource,
+                    namespace,
+                    name: object,
+                    policy,
+                    kube_user,
+                    kube_groups,
+                    agent,
+                    error,
+                    recording,
+                    ..
+                } = &mut **k;
+                name(client_addr);
+                clean(text, CharLimit::Bytes(TEXT_MAX_BYTES));
+                for f in [
+                    verb,
+                    api_group,
+                    resource,
+                    subresource,
+                    namespace,
+                    object,
+                    policy,
+                    kube_user,
+                ] {
+                    name(f);
+                }
+                kube_groups.iter_mut().for_each(&name);
+                for f in [agent, recording].into_iter().flatten() {
+                    name(f);
+                }
+                if let Some(e) = error {
+                    detail(e);
+                }
             }
             EventKind::Command {
                 channel,

@@ -202,6 +202,19 @@ fn summary(ev: &EventKind) -> String {
             object,
             detail,
         } => format!("{action} {object}: {detail}"),
+        EventKind::KubeRequest(k) => {
+            let mut s = format!(
+                "{} -> {} as {}, {} B, {} ms",
+                k.text, k.status, k.kube_user, k.bytes_down, k.duration_ms
+            );
+            if let Some(r) = &k.recording {
+                s.push_str(&format!(", recording {r}"));
+            }
+            if let Some(e) = &k.error {
+                s.push_str(&format!("  [{e}]"));
+            }
+            s
+        }
     }
 }
 
@@ -216,6 +229,7 @@ pub fn table(events: &[AuditEvent]) -> String {
         .map(|e| {
             let kind = match &e.event {
                 EventKind::Statement { kind, .. } => format!("statement/{kind}"),
+                EventKind::KubeRequest(k) => format!("kube/{}", k.verb),
                 other => other.event_type().to_string(),
             };
             [

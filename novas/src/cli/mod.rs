@@ -1,7 +1,8 @@
 //! Subcommands other than `serve`: `tunnels`, `audit`, `user`, `policy`,
-//! `ssh-hostkey`, `recordings`, `fingerprint`.
+//! `ssh-hostkey`, `recordings`, `fingerprint`, `kubeconfig`.
 
 pub mod audit;
+pub mod kube;
 pub mod policy;
 pub mod ssh;
 pub mod tunnels;

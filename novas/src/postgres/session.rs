@@ -431,6 +431,7 @@ impl PostgresFront {
             session_id: format!("{}-cancel", target.session_id),
             target: target.target.clone(),
             kind: tunnel_proto::StreamKind::Postgres,
+            kube: None,
         };
         match crate::route::open_on(&target.agent, &header).await {
             Ok(mut stream) => {

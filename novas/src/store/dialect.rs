@@ -245,11 +245,22 @@ impl Dialect {
              created_ms BIGINT NOT NULL, \
              last_seen_ms BIGINT NOT NULL){opts}"
         );
+        // Version 5 (KAC): NOVAS-issued Kubernetes bearer tokens, by the
+        // SHA-256 of the token (the token itself is never stored).
+        let kube_tokens = format!(
+            "CREATE TABLE IF NOT EXISTS kube_tokens (\
+             token_sha256 VARCHAR(64) NOT NULL PRIMARY KEY, \
+             user_name {key} NOT NULL, \
+             cluster {key} NOT NULL, \
+             created_at_ms BIGINT NOT NULL, \
+             expires_at_ms BIGINT NOT NULL){opts}"
+        );
         vec![
             v1,
             vec![user_keys, host_keys],
             vec![policy_docs],
             vec![console_sessions],
+            vec![kube_tokens],
         ]
     }
 
@@ -287,6 +298,22 @@ impl Dialect {
 
     pub fn insert_policy_doc(self) -> String {
         self.sql("INSERT INTO policy_docs (version, sha256, document, source, created_by, created_at_ms) VALUES (?, ?, ?, ?, ?, ?)")
+    }
+
+    pub fn insert_kube_token(self) -> String {
+        self.sql("INSERT INTO kube_tokens (token_sha256, user_name, cluster, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?, ?)")
+    }
+
+    pub fn get_kube_token(self) -> String {
+        self.sql("SELECT token_sha256, user_name, cluster, created_at_ms, expires_at_ms FROM kube_tokens WHERE token_sha256 = ?")
+    }
+
+    pub fn delete_user_kube_tokens(self) -> String {
+        self.sql("DELETE FROM kube_tokens WHERE user_name = ?")
+    }
+
+    pub fn delete_expired_kube_tokens(self) -> String {
+        self.sql("DELETE FROM kube_tokens WHERE expires_at_ms < ?")
     }
 
     pub fn insert_user_key(self) -> String {

@@ -12,10 +12,12 @@
 //! - `ssh`: users' SSH public keys and pinned target host keys (SAC).
 //! - `policies`: the policy document every node enforces, versioned.
 //! - `console`: the web console's login sessions.
+//! - `kube`: NOVAS-issued Kubernetes bearer tokens, stored hashed (KAC).
 
 mod console;
 pub mod dialect;
 mod events;
+mod kube;
 mod policies;
 mod schema;
 mod ssh;
@@ -35,6 +37,7 @@ use sqlx::{
 
 pub use console::ConsoleSessionRecord;
 pub use dialect::{Dialect, SqlValue};
+pub use kube::KubeTokenRecord;
 pub use policies::{digest as policy_digest, PolicyDoc};
 pub use ssh::{HostKeyRecord, UserKeyRecord};
 pub use url::{redact, StoreUrl};

@@ -9,7 +9,7 @@ use super::{Dialect, Pool, Store, StoreError};
 use crate::audit::now_ms;
 
 /// The schema version this NOVAS writes.
-pub(crate) const LATEST: i64 = 4;
+pub(crate) const LATEST: i64 = 5;
 
 /// Advisory-lock key for PostgreSQL ("NOVAS" and a 1).
 const PG_LOCK_KEY: i64 = 0x4e4f_5641_5300_0001;
