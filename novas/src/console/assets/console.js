@@ -194,6 +194,8 @@
         cell(tr, x.resource);
         cell(tr, x.agent);
         cell(tr, x.client_addr);
+        cell(tr, x.node);
+        cell(tr, duration(x.duration_ms));
         cell(tr, x.state);
         cell(tr, bytes(x.bytes_up));
         cell(tr, bytes(x.bytes_down));
