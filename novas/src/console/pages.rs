@@ -137,7 +137,7 @@ impl Page {
             }
             Page::Sessions => {
                 r#"<h2>Active on this node</h2>
-<table id="active"><thead><tr><th>Started</th><th>Kind</th><th>User</th><th>Resource</th><th>Agent</th><th>Client</th><th>State</th><th>Up</th><th>Down</th><th></th></tr></thead><tbody></tbody></table>
+<table id="active"><thead><tr><th>Started</th><th>Kind</th><th>User</th><th>Resource</th><th>Agent</th><th>Client</th><th>Node</th><th>Duration</th><th>State</th><th>Up</th><th>Down</th><th></th></tr></thead><tbody></tbody></table>
 <p id="active-empty" class="muted" hidden>No active session.</p>
 <p id="session-message" role="status"></p>
 <h2>Past sessions</h2>

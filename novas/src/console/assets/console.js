@@ -12,7 +12,8 @@
     return m ? m.content : '';
   }
 
-  // fetch + JSON; a 401 means the session ended: back to the login page.
+  // fetch + JSON (text with opts.raw); a 401 means the session ended:
+  // back to the login page.
   async function api(path, opts) {
     opts = opts || {};
     const headers = { Accept: 'application/json' };
@@ -24,7 +25,9 @@
     }
     const text = await r.text();
     let body = text;
-    try { body = JSON.parse(text); } catch (_) { /* not JSON: keep text */ }
+    if (!opts.raw || !r.ok) {
+      try { body = JSON.parse(text); } catch (_) { /* not JSON: keep text */ }
+    }
     if (!r.ok) throw new Error((body && body.error) || (r.status + ' ' + r.statusText));
     return body;
   }
@@ -191,6 +194,8 @@
         cell(tr, x.resource);
         cell(tr, x.agent);
         cell(tr, x.client_addr);
+        cell(tr, x.node);
+        cell(tr, duration(x.duration_ms));
         cell(tr, x.state);
         cell(tr, bytes(x.bytes_up));
         cell(tr, bytes(x.bytes_down));
@@ -432,8 +437,7 @@
     }
 
     async function open(r) {
-      const text = await api('/api/recordings/' + encodeURIComponent(r.id));
-      current = parseCast(typeof text === 'string' ? text : JSON.stringify(text));
+      current = parseCast(await api('/api/recordings/' + encodeURIComponent(r.id), { raw: true }));
       player.hidden = false;
       player.dataset.recording = r.id;
       $('#player-title').textContent = (r.title || r.id) + (r.command ? ': ' + r.command : '');
