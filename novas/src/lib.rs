@@ -258,6 +258,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         tasks.spawn(kube::serve(
             listener,
             front,
+            sessions.clone(),
             tasks.clone(),
             shutdown.clone(),
         ));

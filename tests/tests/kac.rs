@@ -17,7 +17,7 @@ use std::{
 };
 
 use nova_e2e::{
-    bins, certs,
+    bins, certs, http,
     netns::Netns,
     new_token, ports,
     procs::{clean_command, run, NovacConfig, Novas, NovasConfig, Output, Proc},
@@ -479,7 +479,31 @@ fn kubectl_get_watch_logs_exec_through_the_tunnel() {
         logs.try_wait().expect("try_wait").is_none(),
         "logs -f ended early"
     );
-    let _ = logs.kill();
+    // The open log stream is a live session in the console's API, and an
+    // administrator's terminate ends it: kubectl sees its stream cut.
+    let (addr, token) = (kac.novas.http_addr(), kac.novas.admin_token());
+    let id = wait_for(Duration::from_secs(10), "a live kubernetes session", || {
+        let r = http::get(&addr, "/api/sessions", Some(&token)).ok()?;
+        let v: Value = serde_json::from_str(&r.body).ok()?;
+        v["active"].as_array()?.iter().find_map(|s| {
+            (s["kind"] == "kubernetes" && s["user"] == "alice" && s["resource"] == "prod")
+                .then(|| s["id"].as_str().map(str::to_string))
+                .flatten()
+        })
+    });
+    let r = http::request(
+        &addr,
+        "POST",
+        &format!("/api/sessions/{id}/terminate"),
+        &[("Authorization", &format!("Bearer {token}"))],
+        None,
+    )
+    .expect("terminate");
+    assert_eq!(r.status, 200, "{r:?}");
+    let ended = wait_for(Duration::from_secs(20), "kubectl logs -f to end", || {
+        logs.try_wait().expect("try_wait")
+    });
+    assert!(!ended.success(), "kubectl reports the cut stream: {ended}");
     let _ = logs.wait();
 
     // exec over WebSocket (the upgrade passes through NOVAS and NOVAC).

@@ -26,7 +26,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 use tunnel_proto::StreamKind;
 
-use crate::{dac::Dac, frontend, metrics::SessionGuard, resources::Resource, store::Store};
+use crate::{
+    dac::Dac, frontend, metrics::SessionGuard, resources::Resource, sessions::Sessions,
+    store::Store,
+};
 
 /// Response bodies: a streamed body from the agent, or a `Status`.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -126,6 +129,7 @@ impl KubeFront {
 pub async fn serve(
     listener: TcpListener,
     front: Arc<KubeFront>,
+    sessions: Arc<Sessions>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -137,12 +141,21 @@ pub async fn serve(
             kind = StreamKind::Kubernetes.as_str(),
             client.addr = %client,
         );
-        let conn = Arc::new(proxy::Conn { client, session_id });
+        let reg = sessions.open(&session_id, StreamKind::Kubernetes.as_str(), None, client);
+        let live = reg.live.clone();
+        let conn = Arc::new(proxy::Conn {
+            client,
+            session_id,
+            reg,
+            sessions: sessions.clone(),
+        });
         let guard = SessionGuard::new(StreamKind::Kubernetes);
         let session = front.clone().connection(tcp, conn, shutdown.clone());
+        let sessions = sessions.clone();
         tasks.spawn(
             async move {
-                session.await;
+                // Terminable from the console like every other session.
+                live.run(&sessions, session).await;
                 drop(guard);
             }
             .instrument(span),

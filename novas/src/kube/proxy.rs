@@ -32,6 +32,7 @@ use crate::{
     audit::{AuditEvent, Auditor, Decision, EventKind, KubeRequest},
     resources::Resource,
     route::{route_header, Metered, SessionBytes},
+    sessions::{Registration, Sessions},
     users::{admit, Candidate},
 };
 
@@ -42,6 +43,10 @@ pub const CLUSTER_PREFIX: &str = "/clusters/";
 pub struct Conn {
     pub client: SocketAddr,
     pub session_id: String,
+    /// The console's live-session entry: listed (and terminable) while the
+    /// connection or an exec/port-forward upgraded from it runs.
+    pub reg: Registration,
+    pub sessions: Arc<Sessions>,
 }
 
 /// Splits `/clusters/<name>/rest` into the cluster name and `/rest`.
@@ -274,6 +279,8 @@ impl KubeFront {
             }
         };
         tracing::Span::current().record("user", who.user.as_str());
+        conn.reg.live.set_user(&who.user);
+        conn.reg.live.set_resource(&res.name);
         self.authorized(conn, req, res, who, rest).await
     }
 
@@ -452,6 +459,7 @@ impl KubeFront {
             }
         };
         tracing::Span::current().record("agent.name", agent.name.as_str());
+        conn.reg.live.set_agent(&agent.name);
         audit.set(|f| f.agent = Some(agent.name.clone()));
         let tunnel = Metered::with_bytes(stream, agent.clone(), audit.bytes.clone());
         let (mut sender, upstream) =
@@ -491,20 +499,27 @@ impl KubeFront {
                 audit.set(|f| f.recording = Some(id.clone()));
             }
             let held = audit.clone();
+            // The upgraded stream outlives the HTTP connection's task: it
+            // keeps the live session listed and is what a terminate ends.
+            let conn = conn.clone();
             tokio::spawn(async move {
-                match tokio::try_join!(from_client, from_agent) {
-                    Ok((a, b)) => {
-                        let r = super::exec::splice(
-                            TokioIo::new(a),
-                            TokioIo::new(b),
-                            rec.map(|(_, r)| r),
-                        );
-                        if let Err(e) = r.await {
-                            tracing::debug!(error = %e, "upgraded stream ended with an error");
+                let live = conn.reg.live.clone();
+                let spliced = async {
+                    match tokio::try_join!(from_client, from_agent) {
+                        Ok((a, b)) => {
+                            let r = super::exec::splice(
+                                TokioIo::new(a),
+                                TokioIo::new(b),
+                                rec.map(|(_, r)| r),
+                            );
+                            if let Err(e) = r.await {
+                                tracing::debug!(error = %e, "upgraded stream ended with an error");
+                            }
                         }
+                        Err(e) => tracing::warn!(error = %e, "upgrade failed"),
                     }
-                    Err(e) => tracing::warn!(error = %e, "upgrade failed"),
-                }
+                };
+                live.run(&conn.sessions, spliced).await;
                 drop(held);
             });
         }
