@@ -118,6 +118,7 @@ async function main() {
     step('agent-listed', JSON.stringify(cells));
     if (!cells[1].includes(agentTag)) throw new Error(`tags cell ${cells[1]} lacks ${agentTag}`);
     if (cells[8] !== 'connected') throw new Error(`status ${cells[8]}`);
+    if (cells[12] !== 'single') throw new Error(`replica group ${cells[12]}: the agent's tags are its own`);
     await shot('tunnels');
     step('tunnels-ready');
 

@@ -130,7 +130,7 @@ impl Page {
             Page::Tunnels => {
                 r#"<section class="bar"><label>Filter by tag <input id="tag-filter" name="tag" placeholder="Key=Value;Key=Value" autocomplete="off"></label>
 <span id="live-status" class="muted"></span></section>
-<table id="tunnels"><thead><tr><th>Name</th><th>Tags</th><th>Remote address</th><th>Node</th><th>Version</th><th>Connected since</th><th>Last heartbeat</th><th>RTT</th><th>Status</th><th>Streams</th><th>Bytes in</th><th>Bytes out</th></tr></thead><tbody></tbody></table>
+<table id="tunnels"><thead><tr><th>Name</th><th>Tags</th><th>Remote address</th><th>Node</th><th>Version</th><th>Connected since</th><th>Last heartbeat</th><th>RTT</th><th>Status</th><th>Streams</th><th>Bytes in</th><th>Bytes out</th><th>Replica group</th></tr></thead><tbody></tbody></table>
 <p id="tunnels-empty" class="muted" hidden>No agent connected to this node.</p>
 <h2>Connect / disconnect history</h2>
 <table id="history"><thead><tr><th>Time</th><th>Node</th><th>Agent</th><th>Event</th><th>Detail</th></tr></thead><tbody></tbody></table>"#

@@ -109,6 +109,7 @@
       case 'login_failure':
       case 'access_denied': return 'from ' + e.client_addr + ': ' + e.reason;
       case 'admin_change': return e.action + ' ' + e.object + ': ' + e.detail;
+      case 'kube_request': return e.text + ' -> ' + e.status + ' as ' + e.kube_user + (e.error ? '  [' + e.error + ']' : '');
       default: return JSON.stringify(e);
     }
   }
@@ -121,6 +122,11 @@
       const tag = filter.value.trim();
       const agents = await api('/api/tunnels' + (tag ? '?tag=' + encodeURIComponent(tag) : ''));
       const now = Date.now();
+      // Replicas of one group (same tags: an HA Deployment's pods) sit
+      // together, and each row says how many the group has.
+      const groupSize = {};
+      for (const a of agents) groupSize[a.group] = (groupSize[a.group] || 0) + 1;
+      agents.sort((x, y) => (x.group < y.group ? -1 : x.group > y.group ? 1 : x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
       const rows = agents.map((a) => {
         const tr = document.createElement('tr');
         tr.dataset.agent = a.name;
@@ -140,6 +146,8 @@
         cell(tr, a.active_streams + ' (' + a.streams_total + ' total)');
         cell(tr, bytes(a.bytes_in));
         cell(tr, bytes(a.bytes_out));
+        const n = groupSize[a.group] || 1;
+        cell(tr, n > 1 ? n + ' replicas' : 'single', 'replicas');
         return tr;
       });
       replaceRows($('#tunnels'), rows);
