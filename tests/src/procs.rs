@@ -446,6 +446,28 @@ impl Novas {
         }
     }
 
+    /// `GET /api/audit?QUERY` with the admin token: the events.
+    pub fn api_audit(&self, query: &str) -> Vec<Value> {
+        let path = format!("/api/audit?{query}");
+        let r = http::get(&self.http_addr(), &path, Some(&self.admin_token()))
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(r.status, 200, "GET {path}: {r:?}");
+        match serde_json::from_str(&r.body) {
+            Ok(Value::Array(a)) => a,
+            other => panic!("GET {path}: not a JSON array: {other:?}"),
+        }
+    }
+
+    /// `novas audit --json --limit 1000 ARGS` through the real CLI.
+    pub fn cli_audit(&self, args: &[&str]) -> Vec<Value> {
+        let mut cmd = self.cfg.cli();
+        cmd.args(["audit", "--json", "--limit", "1000"]).args(args);
+        let out = run(cmd, Duration::from_secs(30));
+        assert!(out.status.success(), "novas audit: {}", out.stderr);
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("audit JSON: {e}: {}", out.stdout))
+    }
+
     /// Where agents on this host dial.
     pub fn agent_addr(&self) -> String {
         format!("127.0.0.1:{}", self.cfg.agent_port)

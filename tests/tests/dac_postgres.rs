@@ -117,12 +117,7 @@ impl Stack {
 
     /// Audit events through the real CLI.
     fn audit(&self, args: &[&str]) -> Vec<Value> {
-        let mut cmd = self.novas.cfg.cli();
-        cmd.args(["audit", "--json", "--limit", "1000"]).args(args);
-        let out = run(cmd, Duration::from_secs(30));
-        assert!(out.status.success(), "novas audit: {}", out.stderr);
-        serde_json::from_str(&out.stdout)
-            .unwrap_or_else(|e| panic!("audit JSON: {e}: {}", out.stdout))
+        self.novas.cli_audit(args)
     }
 
     /// Waits until the audit holds at least `n` events matching `args`

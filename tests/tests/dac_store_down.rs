@@ -14,7 +14,6 @@
 use std::time::{Duration, Instant};
 
 use nova_e2e::{
-    http,
     mariadb::{Mariadb, ADMIN_USER},
     netns::Netns,
     new_token,
@@ -35,17 +34,6 @@ policies:
     users: [alice]
     resources: [pg]
 "#;
-
-fn audit(novas: &Novas, query: &str) -> Vec<Value> {
-    let path = format!("/api/audit?{query}");
-    let r = http::get(&novas.http_addr(), &path, Some(&novas.admin_token()))
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    assert_eq!(r.status, 200, "GET {path}: {r:?}");
-    match serde_json::from_str(&r.body) {
-        Ok(Value::Array(a)) => a,
-        other => panic!("GET {path}: not a JSON array: {other:?}"),
-    }
-}
 
 #[test]
 fn store_failure_refuses_prepared_statements_keeps_the_session_and_loses_no_event() {
@@ -175,7 +163,7 @@ fn store_failure_refuses_prepared_statements_keeps_the_session_and_loses_no_even
     cfg.users.clear();
     let novas = Novas::start(&dir, "novas-again", cfg);
     let events = wait_for(Duration::from_secs(30), "the spool in the store", || {
-        let ev = audit(&novas, &format!("kind=statement&q={marker}&limit=1000"));
+        let ev = novas.api_audit(&format!("kind=statement&q={marker}&limit=1000"));
         (ev.len() >= executes).then_some(ev)
     });
     assert_eq!(

@@ -252,13 +252,9 @@ resources:
         std::fs::write(self.triggers.join(name), "").expect("trigger");
     }
 
+    /// Audit events through the real CLI.
     fn audit(&self, args: &[&str]) -> Vec<Value> {
-        let mut all = vec!["audit", "--json", "--limit", "1000"];
-        all.extend_from_slice(args);
-        let out = self.cli(&all);
-        assert!(out.status.success(), "novas audit: {}", out.stderr);
-        serde_json::from_str(&out.stdout)
-            .unwrap_or_else(|e| panic!("audit JSON: {e}: {}", out.stdout))
+        self.novas.cli_audit(args)
     }
 
     /// Waits (audit writes are batched) for an event matching `pred`.

@@ -40,18 +40,6 @@ policies:
     read_only: true
 "#;
 
-/// `GET /api/audit?…` on a node; the events.
-fn audit(novas: &Novas, query: &str) -> Vec<Value> {
-    let path = format!("/api/audit?{query}");
-    let r = http::get(&novas.http_addr(), &path, Some(&novas.admin_token()))
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    assert_eq!(r.status, 200, "GET {path}: {r:?}");
-    match serde_json::from_str(&r.body) {
-        Ok(Value::Array(a)) => a,
-        other => panic!("GET {path}: not a JSON array: {other:?}"),
-    }
-}
-
 /// Waits until `novas`'s API shows a statement event containing `marker`
 /// recorded by node `by`; returns it.
 fn wait_statement(novas: &Novas, marker: &str, by: &str) -> Value {
@@ -60,7 +48,8 @@ fn wait_statement(novas: &Novas, marker: &str, by: &str) -> Value {
         novas.proc.label
     );
     wait_for(Duration::from_secs(20), &what, || {
-        audit(novas, &format!("kind=statement&q={marker}"))
+        novas
+            .api_audit(&format!("kind=statement&q={marker}"))
             .into_iter()
             .find(|e| e["node"].as_str() == Some(by))
     })
@@ -212,7 +201,7 @@ fn two_nodes_share_users_and_audit_and_each_holds_a_tunnel() {
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     assert_eq!(versions, ["2", "1"], "novas policy history: {}", out.stdout);
-    let changes = audit(&b, "kind=admin_change");
+    let changes = b.api_audit("kind=admin_change");
     assert_eq!(
         changes.len(),
         2,

@@ -184,13 +184,9 @@ resources:
         run(cmd, T)
     }
 
+    /// Audit events through the real CLI.
     fn audit(&self, args: &[&str]) -> Vec<Value> {
-        let mut all = vec!["audit", "--json", "--limit", "1000"];
-        all.extend_from_slice(args);
-        let out = self.cli(&all);
-        assert!(out.status.success(), "novas audit: {}", out.stderr);
-        serde_json::from_str(&out.stdout)
-            .unwrap_or_else(|e| panic!("audit JSON: {e}: {}", out.stdout))
+        self.novas.cli_audit(args)
     }
 
     /// Waits (writes are batched) for an event matching `args` and `pred`.
