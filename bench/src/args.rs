@@ -20,8 +20,8 @@ usage: cargo run --release -p nova-bench -- [options]
   --tests LIST     comma list of up1,down1,up8,rtt,conn (default: all)
   --skip-agents    skip the many-agents memory phase
   --tunnel-workers N
-                   tokio worker threads of novas and novac (TOKIO_WORKER_THREADS;
-                   default: their own default, one per CPU)
+                   worker threads of novas and novac (NOVAS_/NOVAC_WORKER_THREADS;
+                   default: their own defaults, one per CPU and 1)
   -h, --help       this text
 
 Binaries: target/release/novas and target/release/novac next to this executable's
@@ -48,7 +48,7 @@ pub struct Params {
     pub skip_agents: bool,
     /// Which direct-vs-tunnel measurements run (see [`TESTS`]).
     pub tests: Vec<String>,
-    /// TOKIO_WORKER_THREADS for novas and novac.
+    /// NOVAS_WORKER_THREADS and NOVAC_WORKER_THREADS.
     pub tunnel_workers: Option<usize>,
 }
 

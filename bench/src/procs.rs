@@ -126,7 +126,8 @@ fn command(bin: &Path, log: &Path, workers: Option<usize>) -> anyhow::Result<Com
         .stdout(Stdio::null())
         .stderr(logf);
     if let Some(n) = workers {
-        cmd.env("TOKIO_WORKER_THREADS", n.to_string());
+        cmd.env("NOVAS_WORKER_THREADS", n.to_string())
+            .env("NOVAC_WORKER_THREADS", n.to_string());
     }
     Ok(cmd)
 }
@@ -144,7 +145,7 @@ pub struct NovasOpts<'a> {
     pub token: &'a str,
     pub resources: Option<&'a Path>,
     pub heartbeat: Option<&'a str>,
-    /// TOKIO_WORKER_THREADS
+    /// NOVAS_WORKER_THREADS / NOVAC_WORKER_THREADS
     pub workers: Option<usize>,
 }
 

@@ -275,7 +275,10 @@ pub fn table(r: &Report) -> String {
         }
     );
     if let Some(n) = p.tunnel_workers {
-        let _ = writeln!(out, "novas and novac with TOKIO_WORKER_THREADS={n}\n");
+        let _ = writeln!(
+            out,
+            "novas and novac with NOVAS_/NOVAC_WORKER_THREADS={n}\n"
+        );
     }
     let _ = writeln!(
         out,

@@ -64,6 +64,9 @@ pub struct Flags {
     /// NOVAC_KUBECONFIG: kubeconfig of the API server (default: the in-cluster service account)
     #[arg(long)]
     pub kubeconfig: Option<String>,
+    /// NOVAC_WORKER_THREADS: threads that run sessions (default 1; see docs/OPERATIONS.md)
+    #[arg(long)]
+    pub worker_threads: Option<String>,
 }
 
 /// The same settings as read from the environment. Serialize only to list
@@ -84,6 +87,7 @@ struct EnvVars {
     health_port: Option<String>,
     kube_cluster: Option<String>,
     kubeconfig: Option<String>,
+    worker_threads: Option<String>,
 }
 
 /// Variables read outside [`EnvVars`] (the default name, log filter).
@@ -128,6 +132,8 @@ pub struct Config {
     pub health_port: Option<u16>,
     /// KAC: the API server kubernetes streams go to; `None`: not served.
     pub kube: Option<crate::kube::KubeSource>,
+    /// Tokio worker threads.
+    pub worker_threads: usize,
 }
 
 /// A configuration error: the variable and what is wrong with it.
@@ -281,6 +287,24 @@ impl Config {
             },
         };
 
+        // One thread by default: an agent is a relay whose cost is wake-ups,
+        // and on one thread a frame read by the tunnel's driver reaches its
+        // session's task without waking a second thread (measured: lower
+        // round-trip time, CPU per byte and per connection, same
+        // throughput; docs/OPERATIONS.md).
+        let worker_threads = match pick(f.worker_threads, e.worker_threads) {
+            None => 1,
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n @ 1..=256) => n,
+                _ => {
+                    return Err(err(
+                        "NOVAC_WORKER_THREADS",
+                        format!("{v:?} is not a thread count (1-256)"),
+                    ))
+                }
+            },
+        };
+
         let kubeconfig = pick(f.kubeconfig, e.kubeconfig).map(PathBuf::from);
         let kube = match (pick(f.kube_cluster, e.kube_cluster), kubeconfig) {
             (None, None) => None,
@@ -311,6 +335,7 @@ impl Config {
         Ok(Self {
             kube,
             health_port,
+            worker_threads,
             servers,
             token: Secret::new(token),
             name,
@@ -370,6 +395,7 @@ mod tests {
         assert!(c.allow.is_allow_all());
         assert_eq!(c.dial_timeout, Duration::from_secs(10));
         assert_eq!(c.health_port, None);
+        assert_eq!(c.worker_threads, 1);
         let mut env = base();
         env.health_port = Some(" 8081 ".into());
         let c = Config::from_parts(Flags::default(), env).expect("valid");
@@ -411,7 +437,7 @@ mod tests {
     #[test]
     fn each_bad_value_names_its_variable() {
         type Edit = fn(&mut EnvVars);
-        let cases: [(Edit, &str); 14] = [
+        let cases: [(Edit, &str); 16] = [
             (
                 |e| e.kubeconfig = Some("/nonexistent".into()),
                 "NOVAC_KUBE_CLUSTER",
@@ -444,6 +470,14 @@ mod tests {
             ),
             (|e| e.health_port = Some("http".into()), "NOVAC_HEALTH_PORT"),
             (|e| e.health_port = Some("0".into()), "NOVAC_HEALTH_PORT"),
+            (
+                |e| e.worker_threads = Some("0".into()),
+                "NOVAC_WORKER_THREADS",
+            ),
+            (
+                |e| e.worker_threads = Some("many".into()),
+                "NOVAC_WORKER_THREADS",
+            ),
         ];
         for (edit, var) in cases {
             let mut env = base();

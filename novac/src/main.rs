@@ -12,6 +12,7 @@ fn main() -> std::process::ExitCode {
     };
     init_tracing(cfg.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.worker_threads)
         .enable_all()
         .build()
     {

@@ -18,9 +18,6 @@ use crate::{allowlist::Allowlist, kube::KubeTarget};
 
 /// Bound on receiving the header of a new stream.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Copy buffer per direction; larger than tokio's 8 KiB default to cut
-/// per-chunk overhead on bulk transfers.
-pub const SPLICE_BUF: usize = 64 * 1024;
 
 pub struct SessionCtx {
     pub allow: Allowlist,
@@ -80,14 +77,7 @@ pub async fn serve(mut stream: TunnelStream, ctx: &SessionCtx) {
             return;
         }
         let mut target = target;
-        match tokio::io::copy_bidirectional_with_sizes(
-            &mut stream,
-            &mut target,
-            SPLICE_BUF,
-            SPLICE_BUF,
-        )
-        .await
-        {
+        match tunnel_proto::splice::splice(&mut stream, &mut target).await {
             Ok((up, down)) => tracing::debug!(
                 bytes.to_target = up,
                 bytes.from_target = down,

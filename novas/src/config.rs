@@ -85,6 +85,9 @@ pub struct ServeFlags {
     /// NOVAS_KUBE_PORT: the HTTPS listener for every kubernetes resource (default 6443)
     #[arg(long)]
     pub kube_port: Option<String>,
+    /// NOVAS_WORKER_THREADS: threads that run sessions (default: one per CPU)
+    #[arg(long)]
+    pub worker_threads: Option<String>,
 }
 
 /// Serialize only to list the field names ([`env_names`]).
@@ -115,6 +118,7 @@ struct EnvVars {
     console_session_max: Option<String>,
     console_secure_cookie: Option<String>,
     kube_port: Option<String>,
+    worker_threads: Option<String>,
 }
 
 /// Variables read outside [`EnvVars`]: by the CLI subcommands
@@ -180,6 +184,8 @@ pub struct Config {
     pub console: crate::console::ConsoleConfig,
     /// KAC listener, opened only when a kubernetes resource exists.
     pub kube_port: u16,
+    /// Tokio worker threads; `None`: one per CPU.
+    pub worker_threads: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -377,6 +383,18 @@ impl Config {
             )?,
             ssh_port: port("NOVAS_SSH_PORT", pick(f.ssh_port, e.ssh_port), 2222)?,
             kube_port: port("NOVAS_KUBE_PORT", pick(f.kube_port, e.kube_port), 6443)?,
+            worker_threads: match pick(f.worker_threads, e.worker_threads) {
+                None => None,
+                Some(v) => match v.trim().parse::<usize>() {
+                    Ok(n @ 1..=1024) => Some(n),
+                    _ => {
+                        return Err(err(
+                            "NOVAS_WORKER_THREADS",
+                            format!("{v:?} is not a thread count (1-1024)"),
+                        ))
+                    }
+                },
+            },
             ssh_login_timeout: duration(
                 "NOVAS_SSH_LOGIN_TIMEOUT",
                 pick(f.ssh_login_timeout, e.ssh_login_timeout),
@@ -448,6 +466,7 @@ mod tests {
         assert!(!c.metrics_public);
         assert_eq!(c.ssh_port, 2222);
         assert_eq!(c.kube_port, 6443);
+        assert_eq!(c.worker_threads, None);
         assert_eq!(c.ssh_login_timeout, Duration::from_secs(60));
     }
 
@@ -485,9 +504,13 @@ mod tests {
     #[test]
     fn bad_values_name_the_variable() {
         type Edit = fn(&mut EnvVars);
-        let cases: [(Edit, &str); 13] = [
+        let cases: [(Edit, &str); 14] = [
             (|e| e.ssh_port = Some("ssh".into()), "NOVAS_SSH_PORT"),
             (|e| e.kube_port = Some("k8s".into()), "NOVAS_KUBE_PORT"),
+            (
+                |e| e.worker_threads = Some("0".into()),
+                "NOVAS_WORKER_THREADS",
+            ),
             (
                 |e| e.ssh_login_timeout = Some("1 fortnight-ish".into()),
                 "NOVAS_SSH_LOGIN_TIMEOUT",

@@ -65,7 +65,7 @@ pub async fn serve<F: FrontEnd>(
     shutdown: CancellationToken,
 ) {
     while let Some((conn, client)) = accept(&listener, &shutdown, &resource.name).await {
-        let session_id = uuid::Uuid::new_v4().to_string();
+        let session_id = crate::audit::new_id();
         let span = tracing::info_span!(
             "session",
             session.id = %session_id,

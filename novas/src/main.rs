@@ -136,9 +136,11 @@ fn serve(flags: ServeFlags) -> anyhow::Result<()> {
         }
     };
     init_tracing(cfg.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cfg.worker_threads {
+        rt.worker_threads(n);
+    }
+    let rt = rt.enable_all().build()?;
     let shutdown = CancellationToken::new();
     rt.spawn(signal_shutdown(shutdown.clone()));
     rt.block_on(novas::run(cfg, shutdown))

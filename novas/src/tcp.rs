@@ -12,8 +12,6 @@ use crate::{
     route::{log_route_error, route, Metered},
 };
 
-const SPLICE_BUF: usize = 64 * 1024;
-
 pub struct Tcp {
     pub registry: Arc<Registry>,
     pub auditor: Auditor,
@@ -57,13 +55,7 @@ impl FrontEnd for Tcp {
         );
         let started = Instant::now();
         let mut tunnel = Metered::with_bytes(stream, agent.clone(), live.bytes.clone());
-        let result = tokio::io::copy_bidirectional_with_sizes(
-            &mut conn,
-            &mut tunnel,
-            SPLICE_BUF,
-            SPLICE_BUF,
-        )
-        .await;
+        let result = tunnel_proto::splice::splice(&mut conn, &mut tunnel).await;
         let (up, down) = (tunnel.sent(), tunnel.received());
         drop(tunnel);
         let outcome = match result {

@@ -13,6 +13,7 @@
 //! - [`io`]: async helpers that read and write frames on any tokio stream.
 //! - [`mux`]: the stream multiplexer (frames, windows, one driver task per
 //!   connection; streams write to TLS themselves).
+//! - [`splice`]: copies a session socket and its tunnel stream both ways.
 //! - [`transport`]: the multiplexed [`transport::Tunnel`] and its TLS
 //!   implementation.
 //!
@@ -24,6 +25,7 @@ pub mod frame;
 pub mod io;
 pub mod mux;
 pub mod secret;
+pub mod splice;
 pub mod stream;
 pub mod tags;
 pub mod tls;

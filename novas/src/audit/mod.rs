@@ -17,6 +17,6 @@ pub mod query;
 pub mod spool;
 pub mod writer;
 
-pub use event::{now_ms, AuditEvent, Decision, EventKind, EventType, KubeRequest};
+pub use event::{new_id, now_ms, AuditEvent, Decision, EventKind, EventType, KubeRequest};
 pub use query::{AuditQuery, ParamError, DEFAULT_LIMIT, MAX_LIMIT};
 pub use writer::{AuditUnavailable, Auditor, AuditorConfig, ShutdownReport};

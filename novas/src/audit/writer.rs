@@ -612,7 +612,7 @@ mod tests {
 
     fn one(i: i64) -> AuditEvent {
         let mut ev = sample_events(i).swap_remove(1);
-        ev.id = uuid::Uuid::new_v4().to_string();
+        ev.id = crate::audit::new_id();
         ev.node.clear();
         ev
     }

@@ -554,7 +554,7 @@ impl KubeFront {
             );
             return None;
         }
-        let id = format!("kube-{}", uuid::Uuid::new_v4());
+        let id = format!("kube-{}", crate::audit::new_id());
         let command = super::exec::command_of(query);
         let header = crate::ssh::recording::Header {
             version: 2,

@@ -102,7 +102,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     while let Some((conn, client)) = crate::frontend::accept(&listener, &shutdown, "ssh").await {
-        let session_id = uuid::Uuid::new_v4().to_string();
+        let session_id = crate::audit::new_id();
         let span = tracing::info_span!(
             "session",
             session.id = %session_id,
