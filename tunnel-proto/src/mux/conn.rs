@@ -9,7 +9,7 @@
 //! stream they belong to.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     future::poll_fn,
     io::{self, IoSlice},
     pin::Pin,
@@ -103,6 +103,9 @@ struct Streams {
     next_id: u32,
     /// Highest id the peer opened; ids only grow.
     last_peer_id: u32,
+    /// Streams opened here whose Open frame has not gone out yet, in id
+    /// order: an Open travels with its stream's first frame.
+    unannounced: VecDeque<u32>,
     closed: bool,
 }
 
@@ -133,13 +136,16 @@ impl Conn {
                 map: HashMap::new(),
                 next_id: if role == Role::Client { 1 } else { 2 },
                 last_peer_id: 0,
+                unannounced: VecDeque::new(),
                 closed: false,
             }),
             closed: CancellationToken::new(),
         }
     }
 
-    /// Opens a stream: no round trip, data may follow the Open frame at once.
+    /// Opens a stream: a local operation. Its Open frame goes out with its
+    /// first frame (one write instead of two per new stream), so a stream
+    /// that the opener never writes to stays unknown to the peer.
     pub fn open(self: &Arc<Self>) -> Result<MuxStream, OpenError> {
         let mut st = lock(&self.streams);
         if st.closed {
@@ -150,15 +156,66 @@ impl Conn {
         }
         let id = st.next_id;
         st.next_id = id.checked_add(2).ok_or(OpenError::IdsExhausted)?;
-        // Sent under the streams lock (the one place that nests it with the
-        // writer's): Open frames must leave in id order, the peer refuses
-        // an id lower than one it has seen.
-        self.send_control(Header::new(Kind::Open, id, 0))
-            .map_err(|_| OpenError::Closed)?;
+        st.unannounced.push_back(id);
         let shared = Arc::new(StreamShared::new(id));
         st.map.insert(id, shared.clone());
         drop(st);
-        Ok(MuxStream::new(self.clone(), shared))
+        Ok(MuxStream::new(self.clone(), shared, false))
+    }
+
+    /// Sends the first frame of stream `id` opened here, preceded by the
+    /// Open frames of every stream up to it that has not been announced:
+    /// Opens must leave in id order (the peer refuses an id lower than one
+    /// it has seen), so they are taken and written under the streams lock,
+    /// the one place that nests it with the writer's.
+    pub(crate) fn poll_send_first(
+        &self,
+        cx: &mut Context<'_>,
+        id: u32,
+        header: &[u8; HEADER_LEN],
+        body: &[u8],
+        bounded: bool,
+    ) -> Poll<io::Result<()>> {
+        let mut st = lock(&self.streams);
+        let mut opens = Vec::new();
+        while let Some(&first) = st.unannounced.front() {
+            if first > id {
+                break;
+            }
+            st.unannounced.pop_front();
+            opens.push(first);
+        }
+        if opens.is_empty() {
+            // A later stream's first frame announced this one already.
+            drop(st);
+            return self.poll_send(cx, header, body, bounded);
+        }
+        let mut head = Vec::with_capacity((opens.len() + 1) * HEADER_LEN);
+        for &sid in &opens {
+            head.extend_from_slice(&Header::new(Kind::Open, sid, 0).encode());
+        }
+        head.extend_from_slice(header);
+        let r = self.poll_send_raw(cx, &head, body, bounded);
+        if r.is_pending() {
+            // Nothing was written (the queue is full): try again later.
+            for &sid in opens.iter().rev() {
+                st.unannounced.push_front(sid);
+            }
+        }
+        r
+    }
+
+    /// A stream opened here is dropped: true if the peer never heard of it
+    /// (so no reset is owed).
+    pub(crate) fn forget_unannounced(&self, id: u32) -> bool {
+        let mut st = lock(&self.streams);
+        match st.unannounced.iter().position(|&s| s == id) {
+            Some(i) => {
+                st.unannounced.remove(i);
+                true
+            }
+            None => false,
+        }
     }
 
     pub(crate) fn remove(&self, id: u32) -> Option<Arc<StreamShared>> {
@@ -188,6 +245,18 @@ impl Conn {
         body: &[u8],
         bounded: bool,
     ) -> Poll<io::Result<()>> {
+        self.poll_send_raw(cx, header, body, bounded)
+    }
+
+    /// [`Self::poll_send`] with any run of whole frame headers in front of
+    /// the body.
+    fn poll_send_raw(
+        &self,
+        cx: &mut Context<'_>,
+        header: &[u8],
+        body: &[u8],
+        bounded: bool,
+    ) -> Poll<io::Result<()>> {
         // Held across one non-blocking write (and its encryption), never
         // across an await.
         let mut w = lock(&self.writer);
@@ -206,13 +275,14 @@ impl Conn {
             self.writer_wake.notify_one();
             return Poll::Ready(Ok(()));
         }
-        let total = HEADER_LEN + body.len();
+        let hl = header.len();
+        let total = hl + body.len();
         let mut done = 0;
         while done < total {
-            let (h, b) = if done < HEADER_LEN {
+            let (h, b) = if done < hl {
                 (&header[done..], body)
             } else {
-                (&header[..0], &body[done - HEADER_LEN..])
+                (&header[..0], &body[done - hl..])
             };
             let bufs = [IoSlice::new(h), IoSlice::new(b)];
             match Pin::new(&mut w.io).poll_write_vectored(cx, &bufs) {
@@ -233,11 +303,11 @@ impl Conn {
             }
         }
         if done < total {
-            if done < HEADER_LEN {
+            if done < hl {
                 w.pending.extend_from_slice(&header[done..]);
                 w.pending.extend_from_slice(body);
             } else {
-                w.pending.extend_from_slice(&body[done - HEADER_LEN..]);
+                w.pending.extend_from_slice(&body[done - hl..]);
             }
         } else {
             match Pin::new(&mut w.io).poll_flush(cx) {
@@ -380,7 +450,7 @@ impl Conn {
         };
         // A full backlog or nobody accepting: the stream is dropped, which
         // resets it for the peer.
-        if let Err(e) = in_tx.try_send(MuxStream::new(self.clone(), shared)) {
+        if let Err(e) = in_tx.try_send(MuxStream::new(self.clone(), shared, true)) {
             tracing::debug!(error = %e, "inbound stream refused");
         }
         Ok(())

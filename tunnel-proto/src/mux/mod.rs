@@ -9,7 +9,9 @@
 //!
 //! The protocol (see [`frame`] for the header):
 //! - either side opens streams (the client odd ids, the server even ones,
-//!   always increasing) with `Open`; data may follow at once;
+//!   always increasing) with `Open`; data may follow at once, and the Open
+//!   leaves with the stream's first frame (in id order), so the opener
+//!   speaks first;
 //! - `Data` is bounded by a per-stream window of [`WINDOW`] bytes, topped
 //!   up by `Window` frames as the reader consumes; a peer that overruns it
 //!   is a protocol error and ends the connection;

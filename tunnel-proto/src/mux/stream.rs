@@ -139,11 +139,38 @@ impl StreamShared {
 pub struct MuxStream {
     conn: Arc<Conn>,
     shared: Arc<StreamShared>,
+    /// The peer knows this stream: it opened it, or this side's Open went
+    /// out (with this stream's first frame, or with a later stream's).
+    announced: bool,
 }
 
 impl MuxStream {
-    pub(crate) fn new(conn: Arc<Conn>, shared: Arc<StreamShared>) -> Self {
-        Self { conn, shared }
+    pub(crate) fn new(conn: Arc<Conn>, shared: Arc<StreamShared>, announced: bool) -> Self {
+        Self {
+            conn,
+            shared,
+            announced,
+        }
+    }
+
+    /// Sends a frame of this stream, announcing it first if need be.
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        header: &[u8; super::frame::HEADER_LEN],
+        body: &[u8],
+        bounded: bool,
+    ) -> Poll<io::Result<()>> {
+        if self.announced {
+            return self.conn.poll_send(cx, header, body, bounded);
+        }
+        let r = self
+            .conn
+            .poll_send_first(cx, self.shared.id, header, body, bounded);
+        if matches!(r, Poll::Ready(Ok(()))) {
+            self.announced = true;
+        }
+        r
     }
 
     pub fn id(&self) -> u32 {
@@ -242,9 +269,10 @@ impl AsyncWrite for MuxStream {
                 .min(MAX_DATA as usize)
         };
         let header = Header::new(Kind::Data, self.shared.id, n as u32).encode();
-        std::task::ready!(self.conn.poll_send(cx, &header, &buf[..n], true))?;
+        let this = self.get_mut();
+        std::task::ready!(this.poll_send(cx, &header, &buf[..n], true))?;
         // Only this handle spends credit; the driver only adds to it.
-        lock(&self.shared.state).send_credit -= n as u32;
+        lock(&this.shared.state).send_credit -= n as u32;
         Poll::Ready(Ok(n))
     }
 
@@ -255,19 +283,24 @@ impl AsyncWrite for MuxStream {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
         let both_closed = {
-            let mut st = lock(&self.shared.state);
+            let mut st = lock(&this.shared.state);
             if st.send_fin || st.reset || st.conn_closed {
                 return Poll::Ready(Ok(()));
             }
             st.send_fin = true;
             st.recv_fin
         };
-        let sent = self
-            .conn
-            .send_control(Header::new(Kind::Fin, self.shared.id, 0));
+        // Unbounded: never waits, so the noop waker is never needed.
+        let fin = Header::new(Kind::Fin, this.shared.id, 0).encode();
+        let mut noop = Context::from_waker(Waker::noop());
+        let sent = match this.poll_send(&mut noop, &fin, &[], false) {
+            Poll::Ready(r) => r,
+            Poll::Pending => Ok(()),
+        };
         if both_closed {
-            self.conn.remove(self.shared.id);
+            this.conn.remove(this.shared.id);
         }
         Poll::Ready(sent)
     }
@@ -280,7 +313,10 @@ impl Drop for MuxStream {
             !(st.reset || st.conn_closed || (st.send_fin && st.recv_fin))
         };
         self.conn.remove(self.shared.id);
-        if reset {
+        // A stream the peer never heard of owes it nothing (and must not be
+        // announced by a later stream's first frame).
+        let unknown_to_peer = !self.announced && self.conn.forget_unannounced(self.shared.id);
+        if reset && !unknown_to_peer {
             let _ = self
                 .conn
                 .send_control(Header::new(Kind::Rst, self.shared.id, 0));

@@ -65,8 +65,12 @@ async fn bulk_both_directions_with_a_small_pipe_is_intact() {
     // runs out many times over.
     let (client, mut server) = pair(16 * 1024);
     let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
-    let s = client.conn.open().expect("open");
-    let inb = within(server.incoming.recv()).await.expect("inbound");
+    let mut s = client.conn.open().expect("open");
+    // The peer learns of a stream with its first frame.
+    s.write_all(b"h").await.expect("hello");
+    let mut inb = within(server.incoming.recv()).await.expect("inbound");
+    let mut h = [0u8; 1];
+    within(inb.read_exact(&mut h)).await.expect("hello read");
     let (mut cr, mut cw) = tokio::io::split(s);
     let (mut sr, mut sw) = tokio::io::split(inb);
     let up = data.clone();
@@ -132,10 +136,12 @@ async fn many_streams_interleave() {
 #[tokio::test]
 async fn drop_resets_and_peer_sees_it() {
     let (client, mut server) = pair(64 * 1024);
-    let s = client.conn.open().expect("open");
+    let mut s = client.conn.open().expect("open");
+    s.write_all(b"x").await.expect("first frame");
     let mut inb = within(server.incoming.recv()).await.expect("inbound");
-    drop(s);
     let mut buf = [0u8; 1];
+    within(inb.read_exact(&mut buf)).await.expect("first byte");
+    drop(s);
     let err = within(inb.read(&mut buf)).await.expect_err("reset");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
     // Writing to a reset stream fails too, and the connection lives on.
@@ -224,4 +230,49 @@ async fn random_bytes_never_panic() {
         drop(b); // EOF: the connection must end either way
         within(server.conn.closed.cancelled()).await;
     }
+}
+
+#[tokio::test]
+async fn opens_travel_with_first_frames_in_id_order() {
+    let (client, mut server) = pair(64 * 1024);
+    let mut a = client.conn.open().expect("open a");
+    let mut b = client.conn.open().expect("open b");
+    let c = client.conn.open().expect("open c");
+    assert_eq!((a.id(), b.id(), c.id()), (1, 3, 5));
+
+    // b writes first: its Open goes out with a's before it, in order.
+    b.write_all(b"b").await.expect("write b");
+    let mut in_a = within(server.incoming.recv()).await.expect("inbound a");
+    let mut in_b = within(server.incoming.recv()).await.expect("inbound b");
+    assert_eq!((in_a.id(), in_b.id()), (1, 3));
+    let mut one = [0u8; 1];
+    within(in_b.read_exact(&mut one)).await.expect("read b");
+    assert_eq!(&one, b"b");
+
+    // c is dropped before it wrote: the peer never hears of it.
+    drop(c);
+    let mut d = client.conn.open().expect("open d");
+    d.write_all(b"d").await.expect("write d");
+    let mut in_d = within(server.incoming.recv()).await.expect("inbound d");
+    assert_eq!(in_d.id(), 7, "no stream 5 was announced");
+    within(in_d.read_exact(&mut one)).await.expect("read d");
+    assert_eq!(&one, b"d");
+
+    // a was announced by b: its data and its Fin arrive on its stream.
+    a.write_all(b"a").await.expect("write a");
+    a.shutdown().await.expect("fin a");
+    let mut rest = Vec::new();
+    within(in_a.read_to_end(&mut rest)).await.expect("read a");
+    assert_eq!(rest, b"a");
+
+    // A stream whose first frame is its Fin: Open and Fin together.
+    let mut e = client.conn.open().expect("open e");
+    e.shutdown().await.expect("fin e");
+    let mut in_e = within(server.incoming.recv()).await.expect("inbound e");
+    assert_eq!(in_e.id(), 9);
+    let mut nothing = Vec::new();
+    within(in_e.read_to_end(&mut nothing))
+        .await
+        .expect("read e");
+    assert!(nothing.is_empty());
 }
