@@ -176,11 +176,11 @@ fn two_nodes_share_users_and_audit_and_each_holds_a_tunnel() {
     for (n, client) in [(&a, &through_a), (&b, &through_b)] {
         let what = format!("{} to refuse a write under dba-read-only", n.proc.label);
         let refused = wait_for(Duration::from_secs(20), &what, || {
-            let out = run_with_stdin(
-                client.command(),
-                "create table t_after_import (a int);\n",
-                Duration::from_secs(60),
-            );
+            // A fresh name each try: a write that passed before the new
+            // version arrived must not make the next try fail for another
+            // reason (the table would exist).
+            let sql = format!("create table t_after_import_{} (a int);\n", random_hex(4));
+            let out = run_with_stdin(client.command(), &sql, Duration::from_secs(60));
             (!out.status.success()).then_some(out.stderr)
         });
         assert!(
