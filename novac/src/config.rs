@@ -295,11 +295,11 @@ impl Config {
         let worker_threads = match pick(f.worker_threads, e.worker_threads) {
             None => 1,
             Some(v) => match v.trim().parse::<usize>() {
-                Ok(n @ 1..=256) => n,
+                Ok(n @ 1..=1024) => n,
                 _ => {
                     return Err(err(
                         "NOVAC_WORKER_THREADS",
-                        format!("{v:?} is not a thread count (1-256)"),
+                        format!("{v:?} is not a thread count (1-1024)"),
                     ))
                 }
             },

@@ -17,7 +17,7 @@ use std::{
 };
 
 use tokio::{
-    sync::{mpsc, watch, Notify},
+    sync::{mpsc, watch},
     task::JoinHandle,
     time::Instant,
 };
@@ -109,9 +109,6 @@ struct Shared {
     intake: Mutex<Option<mpsc::UnboundedSender<AuditEvent>>>,
     /// Accepted and not yet stored or spooled (queued plus in flight).
     depth: AtomicUsize,
-    /// Told once a full batch is waiting, which ends the writer's linger
-    /// early; the writer is not woken for each event on its own.
-    batch_full: Notify,
     store_ok: AtomicBool,
     /// Whether the queue bound is being hit (logged on change only).
     overflowing: AtomicBool,
@@ -148,7 +145,6 @@ impl Auditor {
             store,
             intake: Mutex::new(Some(tx)),
             depth: AtomicUsize::new(0),
-            batch_full: Notify::new(),
             store_ok: AtomicBool::new(true),
             overflowing: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
@@ -200,13 +196,10 @@ impl Auditor {
         let Some(tx) = intake.as_ref() else {
             return Err(AuditUnavailable::ShutDown);
         };
-        let before = s.depth.fetch_add(1, Ordering::AcqRel);
+        s.depth.fetch_add(1, Ordering::AcqRel);
         if tx.send(event).is_err() {
             s.depth.fetch_sub(1, Ordering::AcqRel);
             return Err(AuditUnavailable::ShutDown);
-        }
-        if before + 1 >= s.cfg.batch_max {
-            s.batch_full.notify_one();
         }
         Ok(())
     }
@@ -450,20 +443,13 @@ async fn run_writer(
                     continue;
                 }
             }
-            if deadline.borrow().is_none() && batch.len() < max {
-                // Linger without waking per event (a wake-up per statement
-                // is a measurable cost at thousands of statements a second):
-                // sleep out the linger, or until a full batch waits, then
-                // take what has arrived. A shutdown ends it too.
-                tokio::select! {
-                    _ = tokio::time::sleep(shared.cfg.linger) => {}
-                    _ = shared.batch_full.notified() => {}
-                    _ = deadline.changed() => {}
-                }
+            if deadline.borrow().is_none() {
+                let until = Instant::now() + shared.cfg.linger;
                 while batch.len() < max {
-                    match rx.try_recv() {
-                        Ok(ev) => batch.push(ev),
-                        Err(_) => break,
+                    let room = max - batch.len();
+                    match tokio::time::timeout_at(until, rx.recv_many(&mut batch, room)).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
                     }
                 }
             }
