@@ -15,7 +15,7 @@ use sqlparser::{
 };
 
 /// Which SQL grammar to parse with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SqlDialect {
     Postgres,
     MySql,
@@ -208,9 +208,42 @@ pub struct Classified {
     pub text: Option<String>,
 }
 
+/// Statements up to this long are remembered once classified…
+const CACHE_MAX_TEXT: usize = 1024;
+/// … this many per worker thread (then the cache starts over).
+const CACHE_ENTRIES: usize = 256;
+
+thread_local! {
+    /// Applications send the same statement texts again and again (every
+    /// extended-protocol Parse, every prepared statement of a pool's
+    /// connections): parsing each with sqlparser was a tenth of NOVAS's CPU
+    /// per statement. Classification depends on the text alone, so a
+    /// remembered answer is exact.
+    static CACHE: std::cell::RefCell<std::collections::HashMap<(SqlDialect, Box<str>), Vec<Classified>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 /// Classifies every statement in `sql` (one simple-protocol query may hold
 /// several). An empty or comment-only text is one `Empty` statement.
 pub fn classify(dialect: SqlDialect, sql: &str) -> Vec<Classified> {
+    if sql.len() > CACHE_MAX_TEXT {
+        return classify_uncached(dialect, sql);
+    }
+    let key = (dialect, Box::<str>::from(sql));
+    if let Some(hit) = CACHE.with_borrow(|c| c.get(&key).cloned()) {
+        return hit;
+    }
+    let out = classify_uncached(dialect, sql);
+    CACHE.with_borrow_mut(|c| {
+        if c.len() >= CACHE_ENTRIES {
+            c.clear();
+        }
+        c.insert(key, out.clone());
+    });
+    out
+}
+
+fn classify_uncached(dialect: SqlDialect, sql: &str) -> Vec<Classified> {
     let parsed = match dialect {
         SqlDialect::Postgres => parse(&PostgreSqlDialect {}, sql),
         SqlDialect::MySql => parse(&MySqlDialect {}, sql),
@@ -471,6 +504,41 @@ mod tests {
 
     fn kinds(d: SqlDialect, sql: &str) -> Vec<StatementKind> {
         classify(d, sql).into_iter().map(|c| c.kind).collect()
+    }
+
+    #[test]
+    fn remembered_answers_are_the_fresh_ones_per_dialect_and_bounded() {
+        for sql in [
+            "SELECT 1",
+            "DROP TABLE t",
+            "SELEC nonsense",
+            "SELECT 1; DELETE FROM t",
+        ] {
+            for d in [SqlDialect::Postgres, SqlDialect::MySql] {
+                let first = classify(d, sql);
+                assert_eq!(classify(d, sql), first, "{sql}");
+                assert_eq!(classify_uncached(d, sql), first, "{sql}");
+            }
+        }
+        // Backquoted names are MySQL's: the same text must not share an
+        // answer across dialects.
+        let sql = "SELECT `a` FROM t";
+        let pg = classify(SqlDialect::Postgres, sql);
+        let my = classify(SqlDialect::MySql, sql);
+        assert_ne!(pg, my);
+        assert_eq!(my, classify_uncached(SqlDialect::MySql, sql));
+        for i in 0..CACHE_ENTRIES * 3 {
+            classify(SqlDialect::Postgres, &format!("SELECT {i}"));
+        }
+        assert!(CACHE.with_borrow(|c| c.len()) <= CACHE_ENTRIES);
+        let long = format!("SELECT {}1", " ".repeat(CACHE_MAX_TEXT));
+        let before = CACHE.with_borrow(|c| c.len());
+        assert_eq!(kinds(SqlDialect::Postgres, &long), vec![K::Select]);
+        assert_eq!(
+            CACHE.with_borrow(|c| c.len()),
+            before,
+            "long texts are not kept"
+        );
     }
 
     #[test]
