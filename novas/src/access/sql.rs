@@ -213,14 +213,16 @@ const CACHE_MAX_TEXT: usize = 1024;
 /// … this many per worker thread (then the cache starts over).
 const CACHE_ENTRIES: usize = 256;
 
+/// Classified statement texts, keyed by grammar and text.
+type Cache = std::collections::HashMap<(SqlDialect, Box<str>), Vec<Classified>>;
+
 thread_local! {
     /// Applications send the same statement texts again and again (every
     /// extended-protocol Parse, every prepared statement of a pool's
     /// connections): parsing each with sqlparser was a tenth of NOVAS's CPU
     /// per statement. Classification depends on the text alone, so a
     /// remembered answer is exact.
-    static CACHE: std::cell::RefCell<std::collections::HashMap<(SqlDialect, Box<str>), Vec<Classified>>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
+    static CACHE: std::cell::RefCell<Cache> = std::cell::RefCell::new(Cache::new());
 }
 
 /// Classifies every statement in `sql` (one simple-protocol query may hold
