@@ -280,10 +280,7 @@ fn literal_blind(sql: &str) -> Option<String> {
     while i < b.len() {
         let standalone_start = b[i].is_ascii_digit() && (i == 0 || !word(b[i - 1]));
         if standalone_start {
-            let mut j = i;
-            while j < b.len() && b[j].is_ascii_digit() {
-                j += 1;
-            }
+            let j = i + b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
             // Up to nine digits: any such value parses wherever another
             // does (a huge one might not).
             if j - i > 9 {
@@ -292,12 +289,11 @@ fn literal_blind(sql: &str) -> Option<String> {
             if j == b.len() || !word(b[j]) {
                 out.push('0');
                 replaced = true;
-                i = j;
-                continue;
+            } else {
+                // A number like 1.5 or 1e5, or a name starting with
+                // digits: copied as it is.
+                out.push_str(&sql[i..j]);
             }
-            // A number like 1.5 or 1e5, or a name starting with digits:
-            // copied as it is.
-            out.push_str(&sql[i..j]);
             i = j;
             continue;
         }
