@@ -2,12 +2,18 @@
 //! be unit-tested without a database. Values are always bind parameters;
 //! the only text put into a statement is column names and markers.
 
+use std::sync::Arc;
+
 use crate::audit::AuditQuery;
 
 /// A value bound to, or read from, a statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SqlValue {
     Text(Option<String>),
+    /// Text bound without a copy: the drivers take an `Arc<str>` as it is,
+    /// so a value shared by many rows (a session id, a user) is one
+    /// allocation per batch instead of two per row.
+    Shared(Option<Arc<str>>),
     Int(Option<i64>),
 }
 

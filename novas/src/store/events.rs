@@ -1,36 +1,95 @@
 //! The audit table. Filterable fields are columns; the rest of the event is
 //! a JSON `details` column (statement text is stored once, in `stmt_text`).
 
+use std::{collections::HashMap, sync::Arc};
+
 use super::{
     dialect::{SqlValue, EVENT_COLUMNS, EVENT_COLUMN_TYPES},
     int_at, text_at, Store, StoreError,
 };
-use crate::audit::{AuditEvent, AuditQuery, EventKind};
+use crate::audit::{AuditEvent, AuditQuery, Decision, EventKind, EventType};
 
 /// Rows per INSERT statement, far below every backend's bind limit
 /// (SQLite 32766, PostgreSQL and MySQL 65535).
 const ROWS_PER_INSERT: usize = 200;
 
-fn to_args(ev: &AuditEvent) -> Vec<SqlValue> {
-    let text = |s: Option<&str>| SqlValue::Text(s.map(str::to_string));
-    let mut details = serde_json::to_value(&ev.event).unwrap_or_default();
+/// One `Arc<str>` per distinct value in a batch: the name-like columns
+/// (node, session, user, resource, policy…) repeat across its rows.
+#[derive(Default)]
+struct Interner<'a> {
+    seen: HashMap<&'a str, Arc<str>>,
+}
+
+impl<'a> Interner<'a> {
+    fn get(&mut self, s: Option<&'a str>) -> SqlValue {
+        SqlValue::Shared(s.map(|s| self.seen.entry(s).or_insert_with(|| Arc::from(s)).clone()))
+    }
+}
+
+fn to_args<'a>(ev: &'a AuditEvent, names: &mut Interner<'a>, out: &mut Vec<SqlValue>) {
+    let own = |s: Option<&str>| SqlValue::Shared(s.map(Arc::from));
+    out.extend([
+        own(Some(&ev.id)),
+        SqlValue::Int(Some(ev.time_ms)),
+        names.get(Some(&ev.node)),
+        names.get(ev.session_id.as_deref()),
+        names.get(ev.user.as_deref()),
+        names.get(ev.resource.as_deref()),
+        names.get(ev.resource_kind.as_deref()),
+        names.get(Some(ev.event.event_type().as_str())),
+        names.get(ev.event.decision().map(|d| d.as_str())),
+        names.get(ev.event.policy()),
+        own(ev.event.text()),
+        SqlValue::Shared(Some(details_json(&ev.event).into())),
+    ]);
+}
+
+/// The `details` column: the event as JSON without its statement text
+/// (which has a column of its own).
+fn details_json(event: &EventKind) -> String {
+    // Statements are nearly every event: they are written straight from a
+    // borrowed view. Naming every field (no `..`) keeps this in step with
+    // the enum; `details_match_the_generic_form` checks the output.
+    if let EventKind::Statement {
+        text: _,
+        kind,
+        decision,
+        policy,
+        duration_us,
+        rows,
+        error,
+    } = event
+    {
+        #[derive(serde::Serialize)]
+        struct StatementDetails<'a> {
+            r#type: &'static str,
+            kind: &'a str,
+            decision: Decision,
+            policy: &'a str,
+            duration_us: Option<u64>,
+            rows: Option<u64>,
+            error: Option<&'a str>,
+        }
+        let view = StatementDetails {
+            r#type: EventType::Statement.as_str(),
+            kind,
+            decision: *decision,
+            policy,
+            duration_us: *duration_us,
+            rows: *rows,
+            error: error.as_deref(),
+        };
+        return serde_json::to_string(&view).unwrap_or_default();
+    }
+    generic_details(event)
+}
+
+fn generic_details(event: &EventKind) -> String {
+    let mut details = serde_json::to_value(event).unwrap_or_default();
     if let Some(obj) = details.as_object_mut() {
         obj.remove("text");
     }
-    vec![
-        text(Some(&ev.id)),
-        SqlValue::Int(Some(ev.time_ms)),
-        text(Some(&ev.node)),
-        text(ev.session_id.as_deref()),
-        text(ev.user.as_deref()),
-        text(ev.resource.as_deref()),
-        text(ev.resource_kind.as_deref()),
-        text(Some(ev.event.event_type().as_str())),
-        text(ev.event.decision().map(|d| d.as_str())),
-        text(ev.event.policy()),
-        text(ev.event.text()),
-        SqlValue::Text(Some(details.to_string())),
-    ]
+    details.to_string()
 }
 
 fn from_row(row: &[SqlValue]) -> Result<AuditEvent, StoreError> {
@@ -67,11 +126,16 @@ impl Store {
         if events.is_empty() {
             return Ok(());
         }
+        let mut names = Interner::default();
         let statements: Vec<(String, Vec<SqlValue>)> = events
             .chunks(ROWS_PER_INSERT)
             .map(|chunk| {
                 let sql = self.dialect.insert_events(chunk.len());
-                (sql, chunk.iter().flat_map(to_args).collect())
+                let mut args = Vec::with_capacity(chunk.len() * EVENT_COLUMNS.len());
+                for ev in chunk {
+                    to_args(ev, &mut names, &mut args);
+                }
+                (sql, args)
             })
             .collect();
         self.execute_in_tx("insert audit events", &statements).await
@@ -90,10 +154,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        audit::{Decision, EventType},
-        store::test_util::{sample_events, sqlite_store},
-    };
+    use crate::store::test_util::{sample_events, sqlite_store};
 
     #[tokio::test]
     async fn round_trip_and_filters() {
@@ -182,6 +243,31 @@ mod tests {
             .await,
             2
         );
+    }
+
+    #[test]
+    fn details_match_the_generic_form() {
+        let mut events = sample_events(0);
+        events.push(AuditEvent::new(EventKind::Statement {
+            text: "SELECT \"quoted\" FROM t".into(),
+            kind: "select".into(),
+            decision: Decision::Allow,
+            policy: "p \"q\" \\ r".into(),
+            duration_us: None,
+            rows: Some(0),
+            error: Some("42P01: relation \"t\" does not exist".into()),
+        }));
+        let mut statements = 0;
+        for ev in &events {
+            let fast: serde_json::Value =
+                serde_json::from_str(&details_json(&ev.event)).expect("fast details are JSON");
+            let generic: serde_json::Value =
+                serde_json::from_str(&generic_details(&ev.event)).expect("generic details");
+            assert_eq!(fast, generic, "{:?}", ev.event);
+            assert!(fast.get("text").is_none(), "text has its own column");
+            statements += usize::from(ev.event.event_type() == EventType::Statement);
+        }
+        assert_eq!(statements, 3, "the fast path was exercised");
     }
 
     #[tokio::test]

@@ -106,6 +106,7 @@ macro_rules! bind_all {
         for a in $args {
             q = match a {
                 SqlValue::Text(v) => q.bind(v.as_deref()),
+                SqlValue::Shared(v) => q.bind(v.clone()),
                 SqlValue::Int(v) => q.bind(*v),
             };
         }
@@ -303,6 +304,7 @@ fn prepare_sqlite_file(path: &Path) -> std::io::Result<()> {
 fn text_at(row: &[SqlValue], i: usize) -> Option<String> {
     match row.get(i) {
         Some(SqlValue::Text(v)) => v.clone(),
+        Some(SqlValue::Shared(v)) => v.as_deref().map(str::to_string),
         _ => None,
     }
 }
