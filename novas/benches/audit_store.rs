@@ -72,15 +72,8 @@ fn main() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let url = format!("sqlite://{}", dir.path().join("novas.db").display());
         let store = Store::open(&url).await?;
-        if let Ok(sql) = std::env::var("BENCH_SQL") {
-            let db = dir.path().join("novas.db");
-            let st = std::process::Command::new("sqlite3")
-                .arg(&db)
-                .arg(&sql)
-                .status()?;
-            anyhow::ensure!(st.success());
-        }
         let mut cfg = AuditorConfig::new("bench", dir.path());
+        // BENCH_BATCH_MAX compares batch sizes.
         if let Some(n) = std::env::var("BENCH_BATCH_MAX")
             .ok()
             .and_then(|v| v.parse().ok())
