@@ -45,7 +45,8 @@ pub struct Relay<'a> {
     pub policy: &'a Policy,
     pub auditor: &'a Auditor,
     pub audit: &'a SessionAudit,
-    statements: HashMap<Vec<u8>, Prepared>,
+    /// Shared with the portals bound to them: a Bind costs no copy.
+    statements: HashMap<Vec<u8>, Arc<Prepared>>,
     portals: HashMap<Vec<u8>, Option<Arc<Prepared>>>,
     pending: HashMap<u64, Pending>,
     next_tag: u64,
@@ -266,8 +267,10 @@ impl<'a> Relay<'a> {
                 let kinds: Arc<str> = decision.kinds().into();
                 match &decision.reason {
                     None => {
-                        self.statements
-                            .insert(p.name.as_bytes().to_vec(), Prepared { sql, kinds });
+                        self.statements.insert(
+                            p.name.as_bytes().to_vec(),
+                            Arc::new(Prepared { sql, kinds }),
+                        );
                         pipeline.forwarded(m, &[]).map_err(err)?;
                         to_server.extend_from_slice(m.raw());
                     }
@@ -283,12 +286,7 @@ impl<'a> Relay<'a> {
                 }
             }
             FrontendKind::Bind(b) => {
-                let prepared = self.statements.get(b.statement.as_bytes()).map(|p| {
-                    Arc::new(Prepared {
-                        sql: p.sql.clone(),
-                        kinds: p.kinds.clone(),
-                    })
-                });
+                let prepared = self.statements.get(b.statement.as_bytes()).cloned();
                 self.portals.insert(b.portal.as_bytes().to_vec(), prepared);
                 pipeline.forwarded(m, &[]).map_err(err)?;
                 to_server.extend_from_slice(m.raw());
