@@ -64,6 +64,10 @@ fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(200_000);
     let sessions: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(16);
+    anyhow::ensure!(
+        events > 0 && sessions > 0,
+        "EVENTS and SESSIONS must be at least 1"
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -104,6 +108,11 @@ fn main() -> anyhow::Result<()> {
         }
         let queued = t0.elapsed();
         while auditor.written() < events {
+            anyhow::ensure!(
+                t0.elapsed() < Duration::from_secs(300),
+                "the store took only {} of {events} events in 5 minutes",
+                auditor.written()
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let wall = t0.elapsed();
