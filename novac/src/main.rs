@@ -14,6 +14,8 @@ fn main() -> std::process::ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.worker_threads)
         .enable_all()
+        // Small tunnel frames of one scheduler pass leave together.
+        .on_thread_park(tunnel_proto::mux::flush_behind)
         .build()
     {
         Ok(rt) => rt,

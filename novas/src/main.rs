@@ -140,7 +140,11 @@ fn serve(flags: ServeFlags) -> anyhow::Result<()> {
     if let Some(n) = cfg.worker_threads {
         rt.worker_threads(n);
     }
-    let rt = rt.enable_all().build()?;
+    // Small tunnel frames of one scheduler pass leave together.
+    let rt = rt
+        .enable_all()
+        .on_thread_park(tunnel_proto::mux::flush_behind)
+        .build()?;
     let shutdown = CancellationToken::new();
     rt.spawn(signal_shutdown(shutdown.clone()));
     rt.block_on(novas::run(cfg, shutdown))

@@ -13,7 +13,7 @@ use std::{
     future::poll_fn,
     io::{self, IoSlice},
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard, Weak},
     task::{Context, Poll, Waker},
     time::Duration,
 };
@@ -26,6 +26,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    behind,
     frame::{Header, HeaderError, Kind, HEADER_LEN},
     stream::{MuxStream, StreamShared},
 };
@@ -91,6 +92,10 @@ struct Writer {
     io: BoxWrite,
     /// Encoded frames waiting for the socket, in order.
     pending: BytesMut,
+    /// `pending` holds frames written behind (see [`behind`]), not yet
+    /// tried on the socket; the park hook of a thread that queued some
+    /// writes them.
+    behind: bool,
     /// Bytes were accepted by TLS but may not be on the socket yet.
     flush_needed: bool,
     /// Streams waiting for `pending` to drain below the low-water mark.
@@ -111,6 +116,8 @@ struct Streams {
 
 /// The shared half of a connection.
 pub struct Conn {
+    /// This connection, for the write-behind lists of threads.
+    me: Weak<Conn>,
     role: Role,
     writer: Mutex<Writer>,
     /// Tells the driver that `pending` needs writing.
@@ -121,12 +128,14 @@ pub struct Conn {
 }
 
 impl Conn {
-    fn new(io: BoxWrite, role: Role) -> Self {
-        Self {
+    fn new(io: BoxWrite, role: Role) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             role,
             writer: Mutex::new(Writer {
                 io,
                 pending: BytesMut::new(),
+                behind: false,
                 flush_needed: false,
                 waiters: Vec::new(),
                 failed: false,
@@ -140,7 +149,7 @@ impl Conn {
                 closed: false,
             }),
             closed: CancellationToken::new(),
-        }
+        })
     }
 
     /// Opens a stream: a local operation. Its Open frame goes out with its
@@ -263,6 +272,20 @@ impl Conn {
         if w.failed {
             return Poll::Ready(Err(closed_error()));
         }
+        let hl = header.len();
+        let total = hl + body.len();
+        if w.behind {
+            w.pending.extend_from_slice(header);
+            w.pending.extend_from_slice(body);
+            if w.pending.len() >= behind::MAX_BYTES || total > behind::MAX_FRAME {
+                return self.write_out(w, cx);
+            }
+            drop(w);
+            // This thread's park writes it too if the one that started the
+            // queue has not yet.
+            behind::register(&self.me);
+            return Poll::Ready(Ok(()));
+        }
         if !w.pending.is_empty() || w.flush_needed {
             // The driver is draining: queue behind it to keep frame order.
             if bounded && w.pending.len() >= HIGH_WATER {
@@ -275,8 +298,14 @@ impl Conn {
             self.writer_wake.notify_one();
             return Poll::Ready(Ok(()));
         }
-        let hl = header.len();
-        let total = hl + body.len();
+        if total <= behind::MAX_FRAME && behind::enabled() {
+            w.pending.extend_from_slice(header);
+            w.pending.extend_from_slice(body);
+            w.behind = true;
+            drop(w);
+            behind::register(&self.me);
+            return Poll::Ready(Ok(()));
+        }
         let mut done = 0;
         while done < total {
             let (h, b) = if done < hl {
@@ -330,48 +359,111 @@ impl Conn {
 
     /// Writes out the queue (the driver, when the socket was full).
     fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut guard = lock(&self.writer);
-        let w = &mut *guard;
-        if w.failed {
-            return Poll::Ready(Err(closed_error()));
-        }
-        while !w.pending.is_empty() {
-            match Pin::new(&mut w.io).poll_write(cx, &w.pending) {
-                Poll::Ready(Ok(0)) => {
-                    w.failed = true;
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        drain(&mut lock(&self.writer), cx)
+    }
+
+    /// Writes the queue now, from a stream's write that made it too long.
+    /// Always ready: what the socket does not take is the driver's to
+    /// finish, as for any write that finds the socket full.
+    fn write_out(
+        &self,
+        mut w: MutexGuard<'_, Writer>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        match drain(&mut w, cx) {
+            Poll::Ready(r) => {
+                let failed = r.is_err();
+                drop(w);
+                if failed {
+                    // Let the driver end the connection now.
+                    self.writer_wake.notify_one();
                 }
-                Poll::Ready(Ok(n)) => w.pending.advance(n),
-                Poll::Ready(Err(e)) => {
-                    w.failed = true;
-                    return Poll::Ready(Err(e));
-                }
-                Poll::Pending => {
-                    if w.pending.len() < LOW_WATER {
-                        wake_all(&mut w.waiters);
-                    }
-                    return Poll::Pending;
-                }
+                Poll::Ready(r)
             }
-        }
-        // Give back a queue that grew for a burst: idle agents stay small.
-        if w.pending.capacity() > 64 * 1024 {
-            w.pending = BytesMut::new();
-        }
-        wake_all(&mut w.waiters);
-        match Pin::new(&mut w.io).poll_flush(cx) {
-            Poll::Ready(Ok(())) => {
-                w.flush_needed = false;
+            Poll::Pending => {
+                w.flush_needed = true;
+                drop(w);
+                self.writer_wake.notify_one();
                 Poll::Ready(Ok(()))
             }
-            Poll::Ready(Err(e)) => {
-                w.failed = true;
-                Poll::Ready(Err(e))
-            }
-            Poll::Pending => Poll::Pending,
         }
     }
 
+    /// Writes the frames written behind (a thread's park hook).
+    pub(crate) fn write_behind(&self) {
+        let mut w = lock(&self.writer);
+        if !w.behind {
+            return; // written already, by a longer queue or the driver
+        }
+        // No task to wake here: if the socket is full (or the write
+        // fails), the driver takes over with its own waker.
+        let mut cx = Context::from_waker(Waker::noop());
+        if drain(&mut w, &mut cx).is_ready() && !w.failed {
+            return;
+        }
+        w.flush_needed = !w.failed;
+        drop(w);
+        self.writer_wake.notify_one();
+    }
+
+    /// The thread that queued frames behind is going away: the driver
+    /// writes them.
+    pub(crate) fn hand_behind_to_driver(&self) {
+        let mut w = lock(&self.writer);
+        if w.behind {
+            w.behind = false;
+            w.flush_needed = true;
+            drop(w);
+            self.writer_wake.notify_one();
+        }
+    }
+}
+
+/// Writes out `w`'s queue: frames behind a full socket, or written behind.
+fn drain(w: &mut Writer, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    if w.failed {
+        return Poll::Ready(Err(closed_error()));
+    }
+    // Whatever was written behind goes out with the rest.
+    w.behind = false;
+    while !w.pending.is_empty() {
+        match Pin::new(&mut w.io).poll_write(cx, &w.pending) {
+            Poll::Ready(Ok(0)) => {
+                w.failed = true;
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            Poll::Ready(Ok(n)) => w.pending.advance(n),
+            Poll::Ready(Err(e)) => {
+                w.failed = true;
+                return Poll::Ready(Err(e));
+            }
+            Poll::Pending => {
+                if w.pending.len() < LOW_WATER {
+                    wake_all(&mut w.waiters);
+                }
+                return Poll::Pending;
+            }
+        }
+    }
+    // Give back a queue that grew for a burst: idle agents stay small.
+    if w.pending.capacity() > 64 * 1024 {
+        w.pending = BytesMut::new();
+    }
+    wake_all(&mut w.waiters);
+    match Pin::new(&mut w.io).poll_flush(cx) {
+        Poll::Ready(Ok(())) => {
+            w.flush_needed = false;
+            Poll::Ready(Ok(()))
+        }
+        Poll::Ready(Err(e)) => {
+            w.failed = true;
+            Poll::Ready(Err(e))
+        }
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+impl Conn {
     fn poll_close_io(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         std::task::ready!(self.poll_drain(cx))?;
         Pin::new(&mut lock(&self.writer).io).poll_shutdown(cx)
@@ -505,7 +597,7 @@ pub fn spawn(
     role: Role,
     shutdown: CancellationToken,
 ) -> (Arc<Conn>, mpsc::Receiver<MuxStream>) {
-    let conn = Arc::new(Conn::new(wr, role));
+    let conn = Conn::new(wr, role);
     let (in_tx, in_rx) = mpsc::channel(INBOUND_BACKLOG);
     tokio::spawn(drive(conn.clone(), rd, in_tx, shutdown));
     (conn, in_rx)
@@ -608,5 +700,7 @@ async fn read_loop(
             }
             body = conn.on_frame(h, in_tx)?;
         }
+        // A thread busy with tunnel reads still writes its queue out.
+        behind::tick();
     }
 }

@@ -23,9 +23,11 @@
 
 pub mod frame;
 
+mod behind;
 mod conn;
 mod stream;
 
+pub use behind::flush_behind;
 pub use conn::{spawn, BoxRead, BoxWrite, Conn, MuxError, OpenError, Role, MAX_STREAMS, WINDOW};
 pub use stream::MuxStream;
 

@@ -276,3 +276,148 @@ async fn opens_travel_with_first_frames_in_id_order() {
         .expect("read e");
     assert!(nothing.is_empty());
 }
+
+/// Counts the writes that reach the "socket" under a mux end.
+struct Counting<W> {
+    inner: W,
+    writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Counting<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A runtime whose worker writes small frames behind, as the binaries'.
+fn behind_runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .on_thread_park(flush_behind)
+        .build()
+        .expect("runtime")
+}
+
+/// A client end whose socket writes are counted, and a plain server end.
+fn counted_pair() -> (End, End, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let (rd, wr) = tokio::io::split(a);
+    let writes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = CancellationToken::new();
+    let wr = Counting {
+        inner: wr,
+        writes: writes.clone(),
+    };
+    let (conn, incoming) = spawn(Box::new(rd), Box::new(wr), Role::Client, stop.clone());
+    let client = End {
+        conn,
+        incoming,
+        _stop: stop.drop_guard(),
+    };
+    (client, end(b, Role::Server), writes)
+}
+
+#[test]
+fn frames_of_one_pass_leave_in_one_write() {
+    use std::sync::atomic::Ordering::Relaxed;
+    behind_runtime(1).block_on(async {
+        tokio::spawn(async {
+            let (client, mut server, writes) = counted_pair();
+            // The first park turns write-behind on for the worker.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let mut streams: Vec<MuxStream> =
+                (0..10).map(|_| client.conn.open().expect("open")).collect();
+            for (i, s) in streams.iter_mut().enumerate() {
+                // Ready at once: the frame waits in the connection.
+                s.write_all(&[b'a' + i as u8]).await.expect("write");
+            }
+            assert_eq!(writes.load(Relaxed), 0, "nothing written before the park");
+            for i in 0..10u8 {
+                let mut inb = within(server.incoming.recv()).await.expect("inbound");
+                let mut one = [0u8; 1];
+                within(inb.read_exact(&mut one)).await.expect("read");
+                assert_eq!(one[0], b'a' + i, "stream order and data kept");
+            }
+            assert_eq!(writes.load(Relaxed), 1, "ten frames, one write");
+
+            // A thread that keeps writing without parking still writes out.
+            let s = &mut streams[0];
+            for _ in 0..100 {
+                s.write_all(b"z").await.expect("write");
+            }
+            assert!(
+                writes.load(Relaxed) >= 3,
+                "busy writer flushes every few frames"
+            );
+            // Larger frames are not held back.
+            let before = writes.load(Relaxed);
+            s.write_all(&vec![7u8; 20_000]).await.expect("big write");
+            assert!(writes.load(Relaxed) > before, "a large frame goes at once");
+        })
+        .await
+        .expect("test task");
+    });
+}
+
+#[test]
+fn many_streams_ping_pong_with_write_behind() {
+    for workers in [1, 2] {
+        behind_runtime(workers).block_on(async {
+            let (client, mut server) = pair(64 * 1024);
+            let echo = tokio::spawn(async move {
+                while let Some(mut s) = server.incoming.recv().await {
+                    tokio::spawn(async move {
+                        let mut buf = [0u8; 64];
+                        loop {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => s.write_all(&buf[..n]).await.expect("echo"),
+                            }
+                        }
+                        let _ = s.shutdown().await;
+                    });
+                }
+            });
+            let mut tasks = Vec::new();
+            for k in 0..64u32 {
+                let mut s = client.conn.open().expect("open");
+                tasks.push(tokio::spawn(async move {
+                    for round in 0..200u32 {
+                        let msg = (k * 1000 + round).to_be_bytes();
+                        s.write_all(&msg).await.expect("send");
+                        let mut back = [0u8; 4];
+                        within(s.read_exact(&mut back)).await.expect("reply");
+                        assert_eq!(back, msg);
+                    }
+                    s.shutdown().await.expect("fin");
+                }));
+            }
+            for t in tasks {
+                within(t).await.expect("client task");
+            }
+            echo.abort();
+        });
+    }
+}
