@@ -288,3 +288,16 @@ pub fn start_novac(
         log,
     })
 }
+
+/// How this machine's idle CPUs wait, which decides what a wake-up costs
+/// on a VM (docs/OPERATIONS.md, "Virtual machines: idle polling"): the
+/// cpuidle driver, and the haltpoll driver's polling time when it is loaded.
+pub fn idle_polling() -> String {
+    let read = |p: &str| fs::read_to_string(p).ok().map(|s| s.trim().to_string());
+    let driver =
+        read("/sys/devices/system/cpu/cpuidle/current_driver").unwrap_or_else(|| "unknown".into());
+    match read("/sys/module/haltpoll/parameters/guest_halt_poll_ns") {
+        Some(ns) => format!("cpuidle {driver}, guest_halt_poll_ns={ns}"),
+        None => format!("cpuidle {driver}"),
+    }
+}

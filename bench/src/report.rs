@@ -256,9 +256,10 @@ pub fn table(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nNOVA tunnel vs direct TCP, loopback, {} CPUs; {} s per transfer, {} round trips, \
+        "\nNOVA tunnel vs direct TCP, loopback, {} CPUs ({}); {} s per transfer, {} round trips, \
          {} fresh connections; medians of {} interleaved run(s)\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        crate::procs::idle_polling(),
         fmt_num(p.duration.as_secs_f64(), 1),
         p.rtts,
         p.conns,
@@ -398,6 +399,7 @@ pub fn json(r: &Report) -> Value {
             "tests": p.tests,
             "tunnel_workers": p.tunnel_workers,
             "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "idle_polling": crate::procs::idle_polling(),
         },
         "modes": modes,
         "ratio_tunnel_to_direct": ratios,
