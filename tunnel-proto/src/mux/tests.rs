@@ -35,6 +35,31 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
         .expect("timed out")
 }
 
+/// A stream opened by `client` and accepted by `server`, both announced
+/// (the peer learns of a stream with its first frame: one byte here).
+async fn open_pair(client: &End, server: &mut End) -> (MuxStream, MuxStream) {
+    let mut s = client.conn.open().expect("open");
+    s.write_all(b"h").await.expect("hello");
+    let mut inb = within(server.incoming.recv()).await.expect("inbound");
+    let mut h = [0u8; 1];
+    within(inb.read_exact(&mut h)).await.expect("hello read");
+    (s, inb)
+}
+
+/// Writes `out` then Fin on `io` while reading it to its end; returns what
+/// was read.
+async fn exchange<S: AsyncRead + AsyncWrite + Send + 'static>(io: S, out: Vec<u8>) -> Vec<u8> {
+    let (mut r, mut w) = tokio::io::split(io);
+    let writer = tokio::spawn(async move {
+        w.write_all(&out).await.expect("write");
+        w.shutdown().await.expect("fin");
+    });
+    let mut got = Vec::new();
+    r.read_to_end(&mut got).await.expect("read");
+    writer.await.expect("join writer");
+    got
+}
+
 #[tokio::test]
 async fn opens_both_ways_and_echoes() {
     let (client, mut server) = pair(64 * 1024);
@@ -65,31 +90,8 @@ async fn bulk_both_directions_with_a_small_pipe_is_intact() {
     // runs out many times over.
     let (client, mut server) = pair(16 * 1024);
     let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
-    let mut s = client.conn.open().expect("open");
-    // The peer learns of a stream with its first frame.
-    s.write_all(b"h").await.expect("hello");
-    let mut inb = within(server.incoming.recv()).await.expect("inbound");
-    let mut h = [0u8; 1];
-    within(inb.read_exact(&mut h)).await.expect("hello read");
-    let (mut cr, mut cw) = tokio::io::split(s);
-    let (mut sr, mut sw) = tokio::io::split(inb);
-    let up = data.clone();
-    let w1 = tokio::spawn(async move {
-        cw.write_all(&up).await.expect("write up");
-        cw.shutdown().await.expect("fin up");
-    });
-    let down = data.clone();
-    let w2 = tokio::spawn(async move {
-        sw.write_all(&down).await.expect("write down");
-        sw.shutdown().await.expect("fin down");
-    });
-    let mut got_up = Vec::new();
-    let mut got_down = Vec::new();
-    let (a, b) = tokio::join!(sr.read_to_end(&mut got_up), cr.read_to_end(&mut got_down));
-    a.expect("read up");
-    b.expect("read down");
-    within(w1).await.expect("w1");
-    within(w2).await.expect("w2");
+    let (s, inb) = open_pair(&client, &mut server).await;
+    let (got_down, got_up) = tokio::join!(exchange(s, data.clone()), exchange(inb, data.clone()));
     assert!(got_up == data, "upload corrupted");
     assert!(got_down == data, "download corrupted");
 }
@@ -115,15 +117,7 @@ async fn many_streams_interleave() {
         tasks.push(tokio::spawn(async move {
             let s = client.conn.open().expect("open");
             let msg: Vec<u8> = (0..100_000u32).map(|j| ((i + j) % 256) as u8).collect();
-            let (mut r, mut w) = tokio::io::split(s);
-            let m = msg.clone();
-            let wr = tokio::spawn(async move {
-                w.write_all(&m).await.expect("write");
-                w.shutdown().await.expect("fin");
-            });
-            let mut got = Vec::new();
-            r.read_to_end(&mut got).await.expect("read");
-            wr.await.expect("writer");
+            let got = exchange(s, msg.clone()).await;
             assert!(got == msg, "stream {i} corrupted");
         }));
     }
@@ -427,41 +421,14 @@ async fn splice_between_a_mux_stream_and_a_socket_is_intact_both_ways() {
     // What NOVAC does for every session, over a real mux: small pipes on
     // both sides keep the writes partial and the window running out.
     let (client, mut server) = pair(32 * 1024);
-    let (mut user, mut relay_end) = tokio::io::duplex(8 * 1024);
-    let mut s = client.conn.open().expect("open");
-    s.write_all(b"h").await.expect("hello");
-    let mut inb = within(server.incoming.recv()).await.expect("inbound");
-    let mut h = [0u8; 1];
-    within(inb.read_exact(&mut h)).await.expect("hello read");
+    let (user, mut relay_end) = tokio::io::duplex(8 * 1024);
+    let (s, mut inb) = open_pair(&client, &mut server).await;
     let relay = tokio::spawn(async move { crate::splice::splice(&mut inb, &mut relay_end).await });
 
     let up: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     let down: Vec<u8> = (0..2_000_000u32).map(|i| (i % 241) as u8).collect();
-    let (up2, down2) = (up.clone(), down.clone());
-    let tunnel_side = tokio::spawn(async move {
-        let (mut r, mut w) = tokio::io::split(s);
-        let writer = tokio::spawn(async move {
-            w.write_all(&up2).await.expect("tunnel write");
-            w.shutdown().await.expect("tunnel fin");
-        });
-        let mut got = Vec::new();
-        r.read_to_end(&mut got).await.expect("tunnel read");
-        writer.await.expect("join writer");
-        got
-    });
-    let user_side = tokio::spawn(async move {
-        let (mut r, mut w) = tokio::io::split(&mut user);
-        let mut got = Vec::new();
-        let write = async {
-            w.write_all(&down2).await.expect("user write");
-            w.shutdown().await.expect("user shutdown");
-        };
-        let read = async {
-            r.read_to_end(&mut got).await.expect("user read");
-        };
-        tokio::join!(write, read);
-        got
-    });
+    let tunnel_side = tokio::spawn(exchange(s, up.clone()));
+    let user_side = tokio::spawn(exchange(user, down.clone()));
     let at_user = within(user_side).await.expect("join user");
     let at_tunnel = within(tunnel_side).await.expect("join tunnel");
     let (n_in, n_out) = within(relay).await.expect("join relay").expect("splice");
