@@ -24,6 +24,18 @@ use crate::mux::{self, Role};
 /// tunnel pays for one.
 const READ_BUF: usize = 256 * 1024;
 
+/// Bytes rustls may hold unsent: one whole data frame. Its default
+/// (64 KiB) makes tokio-rustls write a 256 KiB frame in four `writev`s; at
+/// one per frame, a bulk upload took 10% less tunnel CPU per GB and ran
+/// 13% faster (nova-bench, 2 vCPUs). A bound, not an allocation: only a
+/// tunnel whose socket is full holds that much.
+const TLS_SEND_BUF: usize = mux::frame::MAX_DATA as usize + mux::frame::HEADER_LEN;
+
+/// Applies [`TLS_SEND_BUF`] to an established TLS connection.
+fn limit_unsent<D>(tls: &mut rustls::ConnectionCommon<D>) {
+    tls.set_buffer_limit(Some(TLS_SEND_BUF));
+}
+
 /// Sets the socket options every tunnel and data-path socket gets.
 pub fn tune_socket(tcp: &TcpStream) {
     // Nagle plus delayed ACK adds 40 ms stalls to request/response traffic.
@@ -77,13 +89,14 @@ impl TlsMuxConnector {
             addr: addr.to_string(),
             source,
         })?;
-        let tls = TlsConnector::from(self.tls.clone())
+        let mut tls = TlsConnector::from(self.tls.clone())
             .connect(server_name, read_buffered(tcp))
             .await
             .map_err(|source| TransportError::Tls {
                 addr: addr.to_string(),
                 source,
             })?;
+        limit_unsent(tls.get_mut().1);
         if tls.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN) {
             return Err(TransportError::Tls {
                 addr: addr.to_string(),
@@ -104,13 +117,14 @@ pub async fn accept(
     peer: SocketAddr,
 ) -> Result<Tunnel, TransportError> {
     tune_socket(&tcp);
-    let tls = acceptor
+    let mut tls = acceptor
         .accept(read_buffered(tcp))
         .await
         .map_err(|source| TransportError::Tls {
             addr: peer.to_string(),
             source,
         })?;
+    limit_unsent(tls.get_mut().1);
     Ok(spawn_driver(tls, Role::Server, peer))
 }
 
@@ -176,6 +190,125 @@ mod tests {
             .await
             .expect("closed promptly");
         assert!(matches!(opener.open().await, Err(TransportError::Closed)));
+    }
+
+    /// A socket that counts the writes reaching it.
+    struct CountWrites {
+        io: tokio::io::DuplexStream,
+        writes: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl AsyncRead for CountWrites {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for CountWrites {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+        }
+
+        /// Like a TCP socket's `writev`: all the buffers, one call.
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> std::task::Poll<io::Result<usize>> {
+            use std::task::Poll;
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut n = 0;
+            for b in bufs {
+                match std::pin::Pin::new(&mut self.io).poll_write(cx, b) {
+                    Poll::Ready(Ok(k)) => {
+                        n += k;
+                        if k < b.len() {
+                            break;
+                        }
+                    }
+                    Poll::Ready(Err(e)) if n == 0 => return Poll::Ready(Err(e)),
+                    Poll::Pending if n == 0 => return Poll::Pending,
+                    _ => break,
+                }
+            }
+            Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_whole_data_frame_leaves_tls_in_one_socket_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (id, _) =
+            crate::tls::ServerIdentity::load_or_generate(dir.path(), &["localhost".to_string()])
+                .expect("server identity");
+        let pin = crate::tls::parse_fingerprint(&id.fingerprint()).expect("fingerprint");
+        let server_cfg = crate::tls::server_config(id).expect("server config");
+        let client_cfg =
+            crate::tls::client_config(&crate::tls::ServerTrust::Pinned(vec![pin])).expect("client");
+        let (a, b) = tokio::io::duplex(4 << 20);
+        let server = tokio::spawn(async move {
+            let mut tls = TlsAcceptor::from(server_cfg)
+                .accept(b)
+                .await
+                .expect("accept");
+            limit_unsent(tls.get_mut().1);
+            let mut got = Vec::new();
+            tls.read_to_end(&mut got).await.expect("read");
+            got
+        });
+        let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let io = CountWrites {
+            io: a,
+            writes: writes.clone(),
+        };
+        let name = ServerName::try_from("localhost").expect("name");
+        let mut tls = TlsConnector::from(client_cfg)
+            .connect(name, io)
+            .await
+            .expect("connect");
+        limit_unsent(tls.get_mut().1);
+        // A full data frame, as the mux hands it over: header, then body.
+        let header = [1u8; mux::frame::HEADER_LEN];
+        let body = vec![7u8; mux::frame::MAX_DATA as usize];
+        let bufs = [io::IoSlice::new(&header), io::IoSlice::new(&body)];
+        let before = writes.load(std::sync::atomic::Ordering::Relaxed);
+        let n = tls.write_vectored(&bufs).await.expect("write");
+        let after = writes.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(n, header.len() + body.len(), "rustls took the whole frame");
+        assert_eq!(after - before, 1, "one socket write for the frame");
+        tls.shutdown().await.expect("shutdown");
+        let got = server.await.expect("server");
+        assert_eq!(got.len(), header.len() + body.len());
+        assert!(got[header.len()..].iter().all(|b| *b == 7));
     }
 
     #[tokio::test]
