@@ -31,6 +31,9 @@ pub mod tags;
 pub mod tls;
 pub mod transport;
 
+#[cfg(test)]
+mod test_io;
+
 pub use control::{Control, PROTO_VERSION};
 pub use frame::{FrameError, MAX_FRAME_LEN};
 pub use secret::Secret;

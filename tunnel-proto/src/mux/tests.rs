@@ -271,39 +271,6 @@ async fn opens_travel_with_first_frames_in_id_order() {
     assert!(nothing.is_empty());
 }
 
-/// Counts the writes that reach the "socket" under a mux end.
-struct Counting<W> {
-    inner: W,
-    writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl<W: AsyncWrite + Unpin> AsyncWrite for Counting<W> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.writes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        r
-    }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 /// A runtime whose worker writes small frames behind, as the binaries'.
 fn behind_runtime(workers: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -318,12 +285,8 @@ fn behind_runtime(workers: usize) -> tokio::runtime::Runtime {
 fn counted_pair() -> (End, End, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let (a, b) = tokio::io::duplex(1 << 20);
     let (rd, wr) = tokio::io::split(a);
-    let writes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (wr, writes) = crate::test_io::Counting::new(wr);
     let stop = CancellationToken::new();
-    let wr = Counting {
-        inner: wr,
-        writes: writes.clone(),
-    };
     let (conn, incoming) = spawn(Box::new(rd), Box::new(wr), Role::Client, stop.clone());
     let client = End {
         conn,

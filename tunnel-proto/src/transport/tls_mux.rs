@@ -151,6 +151,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn pair() -> (Tunnel, Tunnel) {
@@ -192,78 +193,6 @@ mod tests {
         assert!(matches!(opener.open().await, Err(TransportError::Closed)));
     }
 
-    /// A socket that counts the writes reaching it.
-    struct CountWrites {
-        io: tokio::io::DuplexStream,
-        writes: Arc<std::sync::atomic::AtomicUsize>,
-    }
-
-    impl AsyncRead for CountWrites {
-        fn poll_read(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-            buf: &mut tokio::io::ReadBuf<'_>,
-        ) -> std::task::Poll<io::Result<()>> {
-            std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
-        }
-    }
-
-    impl AsyncWrite for CountWrites {
-        fn poll_write(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-            buf: &[u8],
-        ) -> std::task::Poll<io::Result<usize>> {
-            self.writes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
-        }
-
-        /// Like a TCP socket's `writev`: all the buffers, one call.
-        fn poll_write_vectored(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-            bufs: &[io::IoSlice<'_>],
-        ) -> std::task::Poll<io::Result<usize>> {
-            use std::task::Poll;
-            self.writes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut n = 0;
-            for b in bufs {
-                match std::pin::Pin::new(&mut self.io).poll_write(cx, b) {
-                    Poll::Ready(Ok(k)) => {
-                        n += k;
-                        if k < b.len() {
-                            break;
-                        }
-                    }
-                    Poll::Ready(Err(e)) if n == 0 => return Poll::Ready(Err(e)),
-                    Poll::Pending if n == 0 => return Poll::Pending,
-                    _ => break,
-                }
-            }
-            Poll::Ready(Ok(n))
-        }
-
-        fn is_write_vectored(&self) -> bool {
-            true
-        }
-
-        fn poll_flush(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<io::Result<()>> {
-            std::pin::Pin::new(&mut self.io).poll_flush(cx)
-        }
-
-        fn poll_shutdown(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<io::Result<()>> {
-            std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
-        }
-    }
-
     #[tokio::test]
     async fn a_whole_data_frame_leaves_tls_in_one_socket_write() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -285,11 +214,7 @@ mod tests {
             tls.read_to_end(&mut got).await.expect("read");
             got
         });
-        let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let io = CountWrites {
-            io: a,
-            writes: writes.clone(),
-        };
+        let (io, writes) = crate::test_io::Counting::new(a);
         let name = ServerName::try_from("localhost").expect("name");
         let mut tls = TlsConnector::from(client_cfg)
             .connect(name, io)
@@ -300,9 +225,9 @@ mod tests {
         let header = [1u8; mux::frame::HEADER_LEN];
         let body = vec![7u8; mux::frame::MAX_DATA as usize];
         let bufs = [io::IoSlice::new(&header), io::IoSlice::new(&body)];
-        let before = writes.load(std::sync::atomic::Ordering::Relaxed);
+        let before = writes.load(Relaxed);
         let n = tls.write_vectored(&bufs).await.expect("write");
-        let after = writes.load(std::sync::atomic::Ordering::Relaxed);
+        let after = writes.load(Relaxed);
         assert_eq!(n, header.len() + body.len(), "rustls took the whole frame");
         assert_eq!(after - before, 1, "one socket write for the frame");
         tls.shutdown().await.expect("shutdown");
