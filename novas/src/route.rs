@@ -4,6 +4,7 @@
 //! front end.
 
 use std::{
+    collections::VecDeque,
     pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -13,10 +14,11 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tunnel_proto::{
     io::{read_frame, write_frame},
-    transport::TunnelStream,
+    transport::{AsyncStream, TunnelStream},
     StreamOpen, StreamReply,
 };
 
@@ -172,6 +174,14 @@ impl Metered {
         self.bytes.sent.load(Ordering::Relaxed)
     }
 
+    fn count_received(&self, n: u64) {
+        if n > 0 {
+            self.agent.stats.bytes_out.fetch_add(n, Ordering::Relaxed);
+            METRICS.bytes_from_agents.fetch_add(n, Ordering::Relaxed);
+            self.bytes.received.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// Bytes received from the target so far.
     pub fn received(&self) -> u64 {
         self.bytes.received.load(Ordering::Relaxed)
@@ -196,11 +206,21 @@ impl AsyncRead for Metered {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
-        if n > 0 {
-            self.agent.stats.bytes_out.fetch_add(n, Ordering::Relaxed);
-            METRICS.bytes_from_agents.fetch_add(n, Ordering::Relaxed);
-            self.bytes.received.fetch_add(n, Ordering::Relaxed);
+        self.count_received((buf.filled().len() - before) as u64);
+        r
+    }
+}
+
+impl AsyncStream for Metered {
+    fn poll_read_chunks(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut VecDeque<Bytes>,
+        max: usize,
+    ) -> Poll<std::io::Result<usize>> {
+        let r = self.inner.poll_read_chunks(cx, out, max);
+        if let Poll::Ready(Ok(n)) = r {
+            self.count_received(n as u64);
         }
         r
     }
