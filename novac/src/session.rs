@@ -77,8 +77,8 @@ pub async fn serve(mut stream: TunnelStream, ctx: &SessionCtx) {
             return;
         }
         let mut target = target;
-        match tunnel_proto::splice::splice(&mut target, &mut stream).await {
-            Ok((down, up)) => tracing::debug!(
+        match tunnel_proto::splice::splice(&mut stream, &mut target).await {
+            Ok((up, down)) => tracing::debug!(
                 bytes.to_target = up,
                 bytes.from_target = down,
                 "session ended"

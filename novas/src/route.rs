@@ -4,7 +4,6 @@
 //! front end.
 
 use std::{
-    collections::VecDeque,
     pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -14,11 +13,10 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tunnel_proto::{
     io::{read_frame, write_frame},
-    transport::{AsyncStream, TunnelStream},
+    transport::TunnelStream,
     StreamOpen, StreamReply,
 };
 
@@ -174,14 +172,6 @@ impl Metered {
         self.bytes.sent.load(Ordering::Relaxed)
     }
 
-    fn count_received(&self, n: u64) {
-        if n > 0 {
-            self.agent.stats.bytes_out.fetch_add(n, Ordering::Relaxed);
-            METRICS.bytes_from_agents.fetch_add(n, Ordering::Relaxed);
-            self.bytes.received.fetch_add(n, Ordering::Relaxed);
-        }
-    }
-
     /// Bytes received from the target so far.
     pub fn received(&self) -> u64 {
         self.bytes.received.load(Ordering::Relaxed)
@@ -206,21 +196,11 @@ impl AsyncRead for Metered {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.count_received((buf.filled().len() - before) as u64);
-        r
-    }
-}
-
-impl AsyncStream for Metered {
-    fn poll_read_chunks(
-        &mut self,
-        cx: &mut Context<'_>,
-        out: &mut VecDeque<Bytes>,
-        max: usize,
-    ) -> Poll<std::io::Result<usize>> {
-        let r = self.inner.poll_read_chunks(cx, out, max);
-        if let Poll::Ready(Ok(n)) = r {
-            self.count_received(n as u64);
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            self.agent.stats.bytes_out.fetch_add(n, Ordering::Relaxed);
+            METRICS.bytes_from_agents.fetch_add(n, Ordering::Relaxed);
+            self.bytes.received.fetch_add(n, Ordering::Relaxed);
         }
         r
     }

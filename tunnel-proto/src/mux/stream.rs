@@ -178,49 +178,17 @@ impl MuxStream {
     }
 }
 
-impl MuxStream {
-    /// Reads without copying: moves up to `max` bytes of the pieces the
-    /// driver queued into `out` (the relay then writes them to a socket
-    /// straight from the tunnel's read buffer). Returns the bytes moved, 0
-    /// at the end of the stream.
-    pub fn poll_read_chunks(
-        &mut self,
+impl AsyncRead for MuxStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        out: &mut VecDeque<Bytes>,
-        max: usize,
-    ) -> Poll<io::Result<usize>> {
-        self.poll_take(cx, |recv| {
-            let mut n = 0;
-            while n < max {
-                let Some(front) = recv.front_mut() else {
-                    break;
-                };
-                if front.len() > max - n {
-                    let part = front.split_to(max - n);
-                    n += part.len();
-                    out.push_back(part);
-                } else if let Some(piece) = recv.pop_front() {
-                    n += piece.len();
-                    out.push_back(piece);
-                }
-            }
-            n
-        })
-    }
-
-    /// Takes queued data with `take` (which returns how much it took), or
-    /// reports the end of the stream, or waits; returns window credit to
-    /// the peer as the reader consumes.
-    fn poll_take(
-        &self,
-        cx: &mut Context<'_>,
-        take: impl FnOnce(&mut VecDeque<Bytes>) -> usize,
-    ) -> Poll<io::Result<usize>> {
-        let (n, ack) = {
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let ack = {
             let mut st = lock(&self.shared.state);
             if st.recv.is_empty() {
                 return if st.recv_fin {
-                    Poll::Ready(Ok(0))
+                    Poll::Ready(Ok(()))
                 } else if st.reset {
                     Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::ConnectionReset,
@@ -233,15 +201,27 @@ impl MuxStream {
                     Poll::Pending
                 };
             }
-            let n = take(&mut st.recv);
+            let mut n = 0;
+            while buf.remaining() > 0 {
+                let Some(front) = st.recv.front_mut() else {
+                    break;
+                };
+                let k = front.len().min(buf.remaining());
+                buf.put_slice(&front[..k]);
+                front.advance(k);
+                if front.is_empty() {
+                    st.recv.pop_front();
+                }
+                n += k;
+            }
             // n ≤ the window, which fits in u32.
             st.consumed += n as u32;
             if st.consumed >= ACK_EVERY && !st.recv_fin && !st.reset {
                 let ack = std::mem::take(&mut st.consumed);
                 st.peer_credit += ack;
-                (n, ack)
+                ack
             } else {
-                (n, 0)
+                0
             }
         };
         if ack > 0 {
@@ -250,33 +230,7 @@ impl MuxStream {
                 .conn
                 .send_control(Header::new(Kind::Window, self.shared.id, ack));
         }
-        Poll::Ready(Ok(n))
-    }
-}
-
-impl AsyncRead for MuxStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let taken = self.poll_take(cx, |recv| {
-            let mut n = 0;
-            while buf.remaining() > 0 {
-                let Some(front) = recv.front_mut() else {
-                    break;
-                };
-                let k = front.len().min(buf.remaining());
-                buf.put_slice(&front[..k]);
-                front.advance(k);
-                if front.is_empty() {
-                    recv.pop_front();
-                }
-                n += k;
-            }
-            n
-        });
-        taken.map_ok(|_| ())
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -367,44 +321,5 @@ impl Drop for MuxStream {
                 .conn
                 .send_control(Header::new(Kind::Rst, self.shared.id, 0));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::future::poll_fn;
-
-    use tokio_util::sync::CancellationToken;
-
-    use super::*;
-    use crate::mux::{spawn, Role};
-
-    #[tokio::test]
-    async fn chunk_reads_move_the_queued_pieces_without_copying() {
-        let (io, _peer) = tokio::io::duplex(1024);
-        let (rd, wr) = tokio::io::split(io);
-        let stop = CancellationToken::new();
-        let (conn, _incoming) = spawn(Box::new(rd), Box::new(wr), Role::Client, stop.clone());
-        let _stop = stop.drop_guard();
-        let mut s = conn.open().expect("open");
-        let piece = Bytes::from(vec![7u8; 40_000]);
-        s.shared.push(piece.clone());
-
-        let mut out = VecDeque::new();
-        let n = poll_fn(|cx| s.poll_read_chunks(cx, &mut out, 30_000))
-            .await
-            .expect("first read");
-        assert_eq!(n, 30_000, "bounded by max");
-        let n = poll_fn(|cx| s.poll_read_chunks(cx, &mut out, 1 << 20))
-            .await
-            .expect("second read");
-        assert_eq!(n, 10_000, "the rest");
-        assert_eq!(out.len(), 2);
-        assert_eq!(
-            out[0].as_ptr(),
-            piece.as_ptr(),
-            "the piece itself, not a copy"
-        );
-        assert_eq!(out[1].as_ptr(), piece[30_000..].as_ptr());
     }
 }

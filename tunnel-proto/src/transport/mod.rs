@@ -8,16 +8,7 @@
 
 pub mod tls_mux;
 
-use std::{
-    collections::VecDeque,
-    io,
-    net::SocketAddr,
-    pin::Pin,
-    sync::Arc,
-    task::{ready, Context, Poll},
-};
-
-use bytes::{Bytes, BytesMut};
+use std::{net::SocketAddr, sync::Arc};
 
 use futures::future::BoxFuture;
 use tokio::{
@@ -29,52 +20,8 @@ use tokio_util::sync::CancellationToken;
 use crate::mux;
 
 /// A byte stream inside a tunnel.
-pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin {
-    /// Reads by taking owned chunks instead of copying into a buffer:
-    /// appends up to `max` bytes to `out` and returns how many, 0 at the
-    /// end of the stream. A tunnel stream hands over the pieces its driver
-    /// read, so a relay writes them to a socket without a copy (see
-    /// [`crate::splice`]); this default reads into a new buffer.
-    fn poll_read_chunks(
-        &mut self,
-        cx: &mut Context<'_>,
-        out: &mut VecDeque<Bytes>,
-        max: usize,
-    ) -> Poll<io::Result<usize>> {
-        let mut buf = BytesMut::with_capacity(max.min(DEFAULT_CHUNK));
-        ready!(tokio_util::io::poll_read_buf(Pin::new(self), cx, &mut buf))?;
-        let n = buf.len();
-        if n > 0 {
-            out.push_back(buf.freeze());
-        }
-        Poll::Ready(Ok(n))
-    }
-}
-
-/// Read size of [`AsyncStream::poll_read_chunks`]'s default.
-const DEFAULT_CHUNK: usize = 16 * 1024;
-
-impl AsyncStream for mux::MuxStream {
-    fn poll_read_chunks(
-        &mut self,
-        cx: &mut Context<'_>,
-        out: &mut VecDeque<Bytes>,
-        max: usize,
-    ) -> Poll<io::Result<usize>> {
-        mux::MuxStream::poll_read_chunks(self, cx, out, max)
-    }
-}
-
-impl<T: AsyncStream + ?Sized> AsyncStream for Box<T> {
-    fn poll_read_chunks(
-        &mut self,
-        cx: &mut Context<'_>,
-        out: &mut VecDeque<Bytes>,
-        max: usize,
-    ) -> Poll<io::Result<usize>> {
-        (**self).poll_read_chunks(cx, out, max)
-    }
-}
+pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncStream for T {}
 
 /// A boxed stream inside a tunnel.
 pub type TunnelStream = Box<dyn AsyncStream>;
